@@ -4,7 +4,7 @@ It lives in ``statemachine`` because that package is the dependency root: every 
 package may import it, and it imports nothing but the standard library.
 """
 
-__all__ = ["IllegalTransition", "InvalidEvent", "SiaError", "StateMachineError"]
+__all__ = ["ConfigError", "IllegalTransition", "InvalidEvent", "SiaError", "StateMachineError"]
 
 
 class SiaError(Exception):
@@ -24,3 +24,7 @@ class IllegalTransition(StateMachineError):
 
 class InvalidEvent(StateMachineError):
     """An event that cannot be decoded or does not fit the state it is folded into."""
+
+
+class ConfigError(SiaError):
+    """A configuration value that fails validation."""

@@ -1,0 +1,50 @@
+"""Run configuration: one validated dataclass, stored whole in the run's first event."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from statemachine.errors import ConfigError
+from statemachine.planner import Budget
+from statemachine.state import LEVERS_BY_MODE
+
+__all__ = ["RunConfig"]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run. Help text lives in ``metadata["help"]``."""
+
+    task: str = field(default="arith", metadata={"help": "task id, see `sia tasks`"})
+    mode: str = field(default="h", metadata={"help": "h: edits only, w: training only, w+h: both"})
+    seed: int = field(default=0, metadata={"help": "seeds batches, sampling and training"})
+    budget: Budget = field(default_factory=Budget, metadata={"help": "when the run stops"})
+    batch_size: int = field(default=16, metadata={"help": "train items per rollout"})
+    policy: str = field(default="smollm2-135m-instruct", metadata={"help": "policy model"})
+    meta_agent: str = field(default="offline", metadata={"help": "agent writing the harness"})
+    feedback_agent: str = field(default="offline", metadata={"help": "agent choosing levers"})
+    algorithm: str | None = field(default=None, metadata={"help": "force one RL algorithm"})
+
+    def __post_init__(self) -> None:
+        if self.mode not in LEVERS_BY_MODE:
+            raise ConfigError(f"mode must be one of {sorted(LEVERS_BY_MODE)}, got {self.mode!r}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if not isinstance(self.budget, Budget):
+            raise ConfigError("budget must be a Budget")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        data = dict(data)
+        if isinstance(data.get("budget"), dict):
+            data["budget"] = Budget.from_config(data)
+        return cls(**data)

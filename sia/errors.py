@@ -1,0 +1,28 @@
+"""Errors raised by the orchestration layer (the root :class:`SiaError` lives in the core)."""
+
+from statemachine.errors import ConfigError, SiaError
+
+__all__ = [
+    "ConfigError",
+    "EffectFailed",
+    "RunExists",
+    "RunNotResumable",
+    "SiaError",
+    "WorkspaceError",
+]
+
+
+class WorkspaceError(SiaError):
+    """A workspace that is missing, incomplete or unusable."""
+
+
+class RunExists(SiaError):
+    """``sia run`` with the id of a run that already has events."""
+
+
+class RunNotResumable(SiaError):
+    """``sia resume`` on a run that is finished, failed, or does not exist."""
+
+
+class EffectFailed(SiaError):
+    """A side effect (agent, rollout, training, evaluation) failed for good; the run fails."""

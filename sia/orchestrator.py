@@ -1,0 +1,358 @@
+"""Drives a run: asks the pure core what comes next, performs it, records the result.
+
+The orchestrator holds no state of its own: it folds the ledger, executes the step that
+``statemachine.next_step`` returns (a git commit, a rollout, an agent call, training, an
+evaluation) and appends the events that report it. On resume it settles effects that
+happened but were never recorded, so nothing is done twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from harness_repo import ArtifactStore, HarnessRepo
+from ledger import NewEvent, Recorder
+from sia.config import RunConfig
+from sia.errors import EffectFailed, RunExists, RunNotResumable
+from sia.faults import crash_point
+from sia.ports import (
+    Components,
+    EvalRequest,
+    FeedbackContext,
+    RolloutRequest,
+    TrainRequest,
+)
+from statemachine import events as ev
+from statemachine.codec import encode
+from statemachine.planner import (
+    ApplyEdit,
+    AskFeedback,
+    Evaluate,
+    PlanBatch,
+    Record,
+    RunRollout,
+    Step,
+    TrainAdapter,
+    WriteInitialHarness,
+    next_step,
+)
+from statemachine.replay import replay
+from statemachine.state import Envelope, RunState, evolve
+
+__all__ = ["Orchestrator", "adapter_tag_name", "load_state"]
+
+
+def adapter_tag_name(run_id: str, iteration: int) -> str:
+    return f"lora/{run_id}/{iteration}"
+
+
+def load_state(recorder: Recorder, run_id: str) -> RunState:
+    """Fold a run from the ledger; an unknown run folds to an empty state."""
+    if recorder.head(run_id) is None:
+        return RunState(run_id)
+    return replay(run_id, recorder.read(run_id))
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        *,
+        recorder: Recorder,
+        repo: HarnessRepo,
+        artifacts: ArtifactStore,
+        components: Components,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.recorder, self.repo, self.artifacts = recorder, repo, artifacts
+        self.c = components
+        self.clock = clock
+        # One handler per step type; a step the core invents without a handler fails loudly.
+        self._effects: dict[type[Step], Callable[[RunState, Any], Sequence[ev.Event]]] = {
+            Record: lambda _state, step: step.events,
+            WriteInitialHarness: self._write_initial_harness,
+            PlanBatch: self._plan_batch,
+            RunRollout: self._rollout,
+            AskFeedback: self._ask_feedback,
+            ApplyEdit: self._apply_edit,
+            TrainAdapter: self._train,
+            Evaluate: self._evaluate,
+        }
+
+    # ── lifecycle ────────────────────────────────────────────────────────────────────────
+
+    def start(self, run_id: str, config: RunConfig) -> RunState:
+        if self.recorder.head(run_id) is not None:
+            raise RunExists(f"run {run_id} already exists (use `sia resume {run_id}`)")
+        first = ev.RunStarted(
+            task=config.task, mode=config.mode, seed=config.seed, config=config.to_dict()
+        )
+        return self.drive(self.append(RunState(run_id), [first]))
+
+    def resume(self, run_id: str) -> RunState:
+        state = load_state(self.recorder, run_id)
+        if state.status == "empty":
+            raise RunNotResumable(f"no run named {run_id}")
+        if state.status != "running":
+            raise RunNotResumable(f"run {run_id} is {state.status}; branch it to continue")
+        state, notes = self.reconcile(state)
+        state = self.append(state, [ev.RunResumed(pid=os.getpid(), reconciled=tuple(notes))])
+        return self.drive(state)
+
+    def drive(self, state: RunState) -> RunState:
+        while (step := next_step(state, now=self.clock())) is not None:
+            try:
+                events = self._effects[type(step)](state, step)
+            except EffectFailed as exc:
+                phase = state.phase.value if state.phase else "PLAN"
+                events = [ev.RunFailed(phase=phase, error=str(exc))]
+            crash_point("after-effect")
+            state = self.append(state, events)
+        return state
+
+    def append(self, state: RunState, events: Sequence[ev.Event]) -> RunState:
+        """Validate ``events`` by folding them, then store them in one transaction."""
+        ts = self.clock()
+        new = state
+        for i, event in enumerate(events, start=state.last_seq + 1):
+            new = evolve(new, Envelope(i, ts, event))
+        self.recorder.append(
+            state.run_id,
+            [NewEvent(*encode(e)) for e in events],
+            expected_seq=state.last_seq,
+            ts=ts,
+        )
+        crash_point("after-append")
+        return new
+
+    # ── crash reconciliation ─────────────────────────────────────────────────────────────
+
+    def reconcile(self, state: RunState) -> tuple[RunState, list[str]]:
+        """Adopt an effect that finished without its event; discard what cannot be adopted."""
+        notes: list[str] = []
+        step = next_step(state, now=self.clock())
+        run = state.run_id
+        if isinstance(step, WriteInitialHarness | ApplyEdit):
+            sha = self.repo.find_commit(run, {"Sia-Run": run, "Sia-Event": str(state.last_seq + 1)})
+            if sha is not None:
+                info = self.repo.commit_info(sha)
+                parent = step.parent if isinstance(step, ApplyEdit) else None
+                event = ev.HarnessCommitted(
+                    iteration=step.iteration,
+                    commit=sha,
+                    parent=parent,
+                    summary=info.subject,
+                    adopted=True,
+                )
+                state = self.append(state, [event])
+                notes.append(f"adopted commit {sha[:12]} of iteration {step.iteration}")
+        elif isinstance(step, TrainAdapter):
+            tag = adapter_tag_name(run, step.iteration)
+            if tag in self.repo.adapter_tags(run):
+                manifest = self.repo.adapter_manifest(tag)
+                self.artifacts.verify(manifest["sha256"])
+                state = self.append(state, [self._tagged(step, tag, manifest, adopted=True)])
+                notes.append(f"adopted adapter tag {tag}")
+        known = self._known_commits(state)
+        tip = self.repo.branch_tip(run)
+        if tip is not None and tip not in known and known:
+            self.repo.reset_branch(run, known[-1])
+            notes.append(f"discarded unrecorded commit {tip[:12]}")
+        return state, notes
+
+    @staticmethod
+    def _known_commits(state: RunState) -> list[str]:
+        commits = [r.harness_commit for r in state.iterations if r.harness_commit]
+        if state.branched_at is not None and state.best is not None and not commits:
+            commits.append(state.best.harness_commit)
+        return commits
+
+    # ── effects ──────────────────────────────────────────────────────────────────────────
+
+    def _commit(
+        self,
+        state: RunState,
+        iteration: int,
+        files: dict[str, bytes],
+        rationale: str,
+        parent: str | None,
+    ) -> str:
+        run = state.run_id
+        tip = self.repo.branch_tip(run)
+        if parent is not None and tip is not None and tip != parent:
+            # The tip is a rejected candidate: keep it reachable, start again from the best.
+            self.repo.keep_rejected(run, tip)
+            self.repo.reset_branch(run, parent)
+        sha = self.repo.commit(
+            run,
+            files,
+            message=rationale,
+            trailers={
+                "Sia-Run": run,
+                "Sia-Iteration": str(iteration),
+                "Sia-Event": str(state.last_seq + 1),
+            },
+            when=self.clock(),
+            parent=parent,
+        )
+        crash_point("after-commit")
+        return sha
+
+    def _write_initial_harness(self, state: RunState, step: WriteInitialHarness):
+        draft = self.c.meta.initial_harness(self.c.task)
+        sha = self._commit(state, step.iteration, draft.files, draft.rationale, None)
+        summary = draft.rationale.splitlines()[0] if draft.rationale else ""
+        return [
+            ev.HarnessCommitted(iteration=step.iteration, commit=sha, parent=None, summary=summary)
+        ]
+
+    def _plan_batch(self, state: RunState, step: PlanBatch):
+        ids = list(self.c.task.item_ids("train"))
+        if not ids:
+            raise EffectFailed(f"task {self.c.task.id} has no train items")
+        size = min(int(state.config.get("batch_size", 16)), len(ids))
+        chosen = random.Random(step.seed).sample(ids, size)
+        return [ev.BatchPlanned(iteration=step.iteration, item_ids=tuple(chosen), seed=step.seed)]
+
+    def _adapter_path(self, tag: str | None) -> Path | None:
+        if tag is None:
+            return None
+        return self.artifacts.path(self.repo.adapter_manifest(tag)["sha256"])
+
+    def _rollout(self, state: RunState, step: RunRollout):
+        result = self.c.runner.rollout(
+            RolloutRequest(
+                run_id=state.run_id,
+                iteration=step.iteration,
+                harness_commit=step.harness_commit,
+                harness=self.repo.files_at(step.harness_commit),
+                adapter_tag=step.adapter_tag,
+                adapter_path=self._adapter_path(step.adapter_tag),
+                item_ids=step.item_ids,
+                seed=state.seed + step.iteration,
+            )
+        )
+        return [
+            ev.RolloutCompleted(
+                iteration=step.iteration,
+                harness_commit=step.harness_commit,
+                adapter_tag=step.adapter_tag,
+                episodes=result.episodes,
+                failures=result.failures,
+                mean_reward=result.mean_reward,
+                metrics=result.metrics,
+            )
+        ]
+
+    def _ask_feedback(self, state: RunState, step: AskFeedback):
+        assert state.best is not None and state.current and state.current.rollout
+        context = FeedbackContext(
+            run_id=state.run_id,
+            iteration=step.iteration,
+            levers=step.levers,
+            harness=self.repo.files_at(state.best.harness_commit),
+            rollout=state.current.rollout,
+            history=state.history,
+        )
+        decision = self.c.feedback.decide(context)
+        forced = state.config.get("algorithm")
+        if forced and decision.lever == "train" and decision.algorithm != forced:
+            decision = dataclasses.replace(
+                decision,
+                algorithm=forced,
+                algorithm_reason=f"forced by the run config (the agent chose "
+                f"{decision.algorithm}: {decision.algorithm_reason})",
+            )
+        return [decision]
+
+    def _apply_edit(self, state: RunState, step: ApplyEdit):
+        files = dict(self.repo.files_at(step.parent))
+        edit = step.decision.edit or {}
+        for path, text in edit.get("files", {}).items():
+            if text is None:
+                files.pop(path, None)
+            else:
+                files[path] = text.encode()
+        summary = edit.get("summary") or step.decision.rationale.splitlines()[0]
+        message = f"{summary}\n\n{step.decision.rationale}"
+        sha = self._commit(state, step.iteration, files, message, step.parent)
+        return [
+            ev.HarnessCommitted(
+                iteration=step.iteration, commit=sha, parent=step.parent, summary=summary
+            )
+        ]
+
+    def _tagged(self, step: TrainAdapter, tag: str, manifest: dict, *, adopted: bool = False):
+        return ev.AdapterTagged(
+            iteration=step.iteration,
+            tag=tag,
+            sha256=manifest["sha256"],
+            algorithm=manifest["algorithm"],
+            harness_commit=step.harness_commit,
+            manifest=manifest,
+            adopted=adopted,
+        )
+
+    def _train(self, state: RunState, step: TrainAdapter):
+        if self.c.trainer is None:
+            raise EffectFailed("this policy backend cannot train adapters (mode w needs hf)")
+        algorithm = step.decision.algorithm or ""
+        trained = self.c.trainer.train(
+            TrainRequest(
+                run_id=state.run_id,
+                iteration=step.iteration,
+                harness_commit=step.harness_commit,
+                base_adapter_path=self._adapter_path(step.base_adapter),
+                item_ids=step.item_ids,
+                decision=step.decision,
+                seed=state.seed + step.iteration,
+            )
+        )
+        digest = self.artifacts.put(trained.path)
+        crash_point("after-artifact")
+        manifest = {
+            "sha256": digest,
+            "algorithm": trained.algorithm or algorithm,
+            "base_model": trained.base_model,
+            "config": trained.config,
+            "metrics": trained.metrics,
+            "run": state.run_id,
+            "iteration": step.iteration,
+            "harness_commit": step.harness_commit,
+            "parent_adapter": step.base_adapter,
+            "seed": state.seed + step.iteration,
+        }
+        tag = self.repo.tag_adapter(
+            state.run_id, step.iteration, step.harness_commit, manifest, when=self.clock()
+        )
+        crash_point("after-tag")
+        return [self._tagged(step, tag, manifest)]
+
+    def _evaluate(self, state: RunState, step: Evaluate):
+        cand = step.candidate
+        result = self.c.runner.evaluate(
+            EvalRequest(
+                run_id=state.run_id,
+                iteration=step.iteration,
+                split=step.split,
+                harness_commit=cand.harness_commit,
+                harness=self.repo.files_at(cand.harness_commit),
+                adapter_tag=cand.adapter_tag,
+                adapter_path=self._adapter_path(cand.adapter_tag),
+            )
+        )
+        return [
+            ev.Evaluated(
+                iteration=step.iteration,
+                split=step.split,
+                harness_commit=cand.harness_commit,
+                adapter_tag=cand.adapter_tag,
+                score=result.score,
+                metrics=result.metrics,
+            )
+        ]

@@ -1,0 +1,217 @@
+"""Everything that can happen to a run, as frozen dataclasses named in the past tense.
+
+Events carry facts, not instructions: ids, digests, scores, the words an agent wrote. The
+ledger envelope (run id, seq, timestamp, hashes) is added around them when they are stored.
+Each class has a ``version``; an old payload shape is upcast on load (see ``codec``), never
+rewritten in the ledger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+__all__ = [
+    "EVENT_TYPES",
+    "AdapterTagged",
+    "BatchPlanned",
+    "CandidateAccepted",
+    "CandidateRejected",
+    "DecisionMade",
+    "Evaluated",
+    "Event",
+    "HarnessCommitted",
+    "OutcomeRecorded",
+    "PhaseEntered",
+    "RolloutCompleted",
+    "RunBranched",
+    "RunFailed",
+    "RunFinished",
+    "RunResumed",
+    "RunStarted",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Base of all events; ``version`` is the payload schema version of the concrete class."""
+
+    version: ClassVar[int] = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(Event):
+    """A new run: its task, mode and full configuration (budgets, agents, seed)."""
+
+    task: str
+    mode: str
+    seed: int
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class RunBranched(Event):
+    """A run that starts from another run's state at ``parent_seq`` (its first event)."""
+
+    parent_run: str
+    parent_seq: int
+    at_iteration: int
+    task: str
+    mode: str
+    seed: int
+    harness_commit: str
+    adapter_tag: str | None
+    best_score: float | None
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseEntered(Event):
+    phase: str
+    iteration: int
+    trigger: str
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlanned(Event):
+    """The training items a rollout will run on, drawn with a recorded seed."""
+
+    iteration: int
+    item_ids: tuple[str, ...]
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class HarnessCommitted(Event):
+    """A harness snapshot became a git commit; ``adopted`` marks one found after a crash."""
+
+    iteration: int
+    commit: str
+    parent: str | None
+    summary: str
+    adopted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutCompleted(Event):
+    iteration: int
+    harness_commit: str
+    adapter_tag: str | None
+    episodes: int
+    failures: int
+    mean_reward: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionMade(Event):
+    """The Feedback Agent's choice of lever, with everything it weighed.
+
+    ``edit`` holds the proposed harness change (``summary`` and ``files``: path → new text,
+    ``None`` to delete) when ``lever == "edit"``; ``algorithm`` names the RL recipe when
+    ``lever == "train"``.
+    """
+
+    iteration: int
+    lever: str
+    agent: str
+    rationale: str
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    alternatives: tuple[dict[str, Any], ...] = ()
+    rules: tuple[str, ...] = ()
+    algorithm: str | None = None
+    algorithm_reason: str = ""
+    expected_effect: str = ""
+    edit: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AdapterTagged(Event):
+    """A trained LoRA adapter stored by digest and named by an annotated git tag."""
+
+    iteration: int
+    tag: str
+    sha256: str
+    algorithm: str
+    harness_commit: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+    adopted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated(Event):
+    iteration: int
+    split: str
+    harness_commit: str
+    adapter_tag: str | None
+    score: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateAccepted(Event):
+    iteration: int
+    score: float
+    previous_best: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateRejected(Event):
+    iteration: int
+    score: float
+    best_score: float
+    best_iteration: int
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeRecorded(Event):
+    """Closes a decision's audit: the realised change of the validation score."""
+
+    iteration: int
+    lever: str
+    delta: float
+    paid_off: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RunResumed(Event):
+    """A process took the run over again; ``reconciled`` lists half-done effects it settled."""
+
+    pid: int
+    reconciled: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunFinished(Event):
+    reason: str
+    best_iteration: int
+    best_score: float | None
+    test_score: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed(Event):
+    phase: str
+    error: str
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        RunStarted,
+        RunBranched,
+        PhaseEntered,
+        BatchPlanned,
+        HarnessCommitted,
+        RolloutCompleted,
+        DecisionMade,
+        AdapterTagged,
+        Evaluated,
+        CandidateAccepted,
+        CandidateRejected,
+        OutcomeRecorded,
+        RunResumed,
+        RunFinished,
+        RunFailed,
+    )
+}
