@@ -1,7 +1,8 @@
 """Named crash points for fault-injection tests.
 
-``SIA_CRASH_AT=<point>`` makes the process SIGKILL itself when it reaches that point, which
-is the only deterministic way to test the gap between a side effect and its event.
+``SIA_CRASH_AT=<point>[:<n>]`` makes the process SIGKILL itself the ``n``-th time (default
+the first) it reaches that point: the only deterministic way to test the gap between a
+side effect and the event that records it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ POINTS = frozenset(
 )
 
 
+_reached: dict[str, int] = {}
+
+
 def crash_point(name: str) -> None:
-    if os.environ.get("SIA_CRASH_AT") == name:
+    target = os.environ.get("SIA_CRASH_AT")
+    if not target:
+        return
+    point, _, nth = target.partition(":")
+    if point != name:
+        return
+    _reached[name] = _reached.get(name, 0) + 1
+    if _reached[name] == int(nth or 1):
         os.kill(os.getpid(), signal.SIGKILL)

@@ -45,11 +45,7 @@ from statemachine.planner import (
 from statemachine.replay import replay
 from statemachine.state import Envelope, RunState, evolve
 
-__all__ = ["Orchestrator", "adapter_tag_name", "load_state"]
-
-
-def adapter_tag_name(run_id: str, iteration: int) -> str:
-    return f"lora/{run_id}/{iteration}"
+__all__ = ["Orchestrator", "load_state"]
 
 
 def load_state(recorder: Recorder, run_id: str) -> RunState:
@@ -152,7 +148,7 @@ class Orchestrator:
                 state = self.append(state, [event])
                 notes.append(f"adopted commit {sha[:12]} of iteration {step.iteration}")
         elif isinstance(step, TrainAdapter):
-            tag = adapter_tag_name(run, step.iteration)
+            tag = HarnessRepo.adapter_tag_name(run, step.iteration)
             if tag in self.repo.adapter_tags(run):
                 manifest = self.repo.adapter_manifest(tag)
                 self.artifacts.verify(manifest["sha256"])
@@ -167,10 +163,8 @@ class Orchestrator:
 
     @staticmethod
     def _known_commits(state: RunState) -> list[str]:
-        commits = [r.harness_commit for r in state.iterations if r.harness_commit]
-        if state.branched_at is not None and state.best is not None and not commits:
-            commits.append(state.best.harness_commit)
-        return commits
+        commits = [state.origin.harness_commit] if state.origin else []
+        return commits + [r.harness_commit for r in state.iterations if r.harness_commit]
 
     # ── effects ──────────────────────────────────────────────────────────────────────────
 

@@ -81,6 +81,7 @@ class RunState:
     config: dict[str, Any] = field(default_factory=dict)
     parent: tuple[str, int] | None = None
     branched_at: int | None = None
+    origin: Candidate | None = None  # the parent's best that a branched run starts from
     phase: Phase | None = None
     iteration: int = 0
     current: IterationRecord | None = None
@@ -146,6 +147,7 @@ def _start(state: RunState, event: ev.RunStarted | ev.RunBranched) -> RunState:
         branched_at=event.at_iteration,
         iteration=event.at_iteration,
         best=best,
+        origin=best,
     )
 
 

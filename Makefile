@@ -1,0 +1,42 @@
+# Everything runs from a project virtualenv made with pip (torch is pinned to the CPU
+# build that pip finds locally; see pyproject.toml).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast lint fmt bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: a short self-improvement run on the embedded model, offline.
+demo: install
+	$(BIN)/sia --workspace sia-workspace run --task arith --mode h --iterations 3 --batch-size 8
+	$(BIN)/sia --workspace sia-workspace status
+
+## The full test suite, slow real-model tests included (what CI runs).
+test: install
+	$(BIN)/python -m pytest
+
+## Everything but the tests marked slow.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/ledger.py
+
+clean:
+	rm -rf $(VENV) sia-workspace .pytest_cache

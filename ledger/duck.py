@@ -1,0 +1,410 @@
+"""The DuckDB-backed recorder: one database file per workspace.
+
+DuckDB lets one process hold a file read-write, and while it does no other process can
+open the file at all, not even read-only. So no recorder keeps the file open: each unit of
+work (one transaction, or one read) attaches the file to the recorder's private in-memory
+DuckDB instance, runs, and detaches it. Attaching costs about a millisecond where a fresh
+``duckdb.connect`` costs about ten, which keeps the windows in which others are locked out
+short. Whoever finds the file held retries with jittered backoff until ``busy_timeout``.
+
+Single-writer is enforced separately, by ``WriterLock``. Within one process, a per-file
+lock serialises units of work, because DuckDB's file locks only exclude other processes.
+"""
+
+import os
+import random
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from itertools import chain
+from operator import attrgetter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from ledger.errors import LedgerBusy, LedgerCorrupt, LedgerError, LedgerNotFound, UnsupportedSchema
+from ledger.locks import ReadersWaiting, WriterLock
+from ledger.recorder import EventPlan, Recorder, StoredEvent
+from ledger.records import CallRow, EpisodeRow, RunHead
+from ledger.schema import (
+    CALLS_ARROW,
+    DDL,
+    EPISODES_ARROW,
+    EVENTS_ARROW,
+    SCHEMA_VERSION,
+    TABLES,
+)
+
+__all__ = ["DuckDBRecorder"]
+
+_ALIAS = "ledger"
+_VALUES_MAX_ROWS = 32
+_BATCH = "_sia_batch"
+# Never reach for the network to fetch an extension: the ledger must work offline.
+_CONFIG = {"autoinstall_known_extensions": False}
+# Lock windows are a few milliseconds, so waiters poll often rather than sleep long.
+_BACKOFF_FIRST = 0.0005
+_BACKOFF_MAX = 0.002
+# The longest a writer defers to waiting readers before each unit of work.
+_WRITER_YIELD = 0.05
+
+_CALL_FIELDS = attrgetter(*CALLS_ARROW.names)
+_EPISODE_FIELDS = attrgetter(*EPISODES_ARROW.names)
+
+_process_locks: dict[str, threading.Lock] = {}
+_process_locks_guard = threading.Lock()
+
+
+def _process_lock(path: Path) -> threading.Lock:
+    with _process_locks_guard:
+        return _process_locks.setdefault(str(path), threading.Lock())
+
+
+class DuckDBRecorder(Recorder):
+    """A ledger in the DuckDB file at ``path``.
+
+    A writer (the default) creates the file if needed and holds ``<path>.lock`` until
+    ``close()``; a second writer gets ``LedgerBusy``. ``read_only=True`` opens an existing
+    ledger for reading and can run alongside a live writer. Every committed append is
+    durable: DuckDB syncs its write-ahead log on commit.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, read_only: bool = False, busy_timeout: float = 30.0
+    ) -> None:
+        self._path = Path(os.path.abspath(path))
+        super().__init__(name=f"ledger {self._path}", read_only=read_only)
+        self._busy_timeout = float(busy_timeout)
+        self._thread_lock = _process_lock(self._path)
+        self._writer_lock: WriterLock | None = None
+        self._instance: duckdb.DuckDBPyConnection | None = None
+        self._readers = ReadersWaiting(self._path.with_name(self._path.name + ".readers"))
+        if read_only:
+            if not self._path.exists():
+                raise LedgerNotFound(f"no ledger at {self._path}")
+        else:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer_lock = WriterLock(
+                self._path.with_name(self._path.name + ".lock"), self._path
+            )
+        try:
+            with self._connect() as con:
+                self._prepare(con)
+        except BaseException:
+            self._close()
+            raise
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # ---- events -------------------------------------------------------------------------
+
+    def _commit_events(self, run_id: str, plan: EventPlan) -> list[StoredEvent]:
+        with self._connect() as con:
+            con.begin()
+            try:
+                head = _head(con, run_id)
+                rows = plan(head)
+                if len(rows) <= _VALUES_MAX_ROWS:
+                    # One multi-row VALUES statement beats building an Arrow batch for a few
+                    # events (the common case: one event per append).
+                    values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+                    con.execute(f"INSERT INTO events VALUES {values}", list(chain(*rows)))
+                else:
+                    _insert(con, "events", EVENTS_ARROW, list(zip(*rows, strict=True)))
+                last = rows[-1]
+                # The head was read in this transaction, so INSERT or UPDATE is known; an
+                # upsert would cost more.
+                if head is None:
+                    con.execute(
+                        "INSERT INTO runs VALUES (?, ?, ?, ?)",
+                        [run_id, last.seq, last.hash, last.ts],
+                    )
+                else:
+                    con.execute(
+                        "UPDATE runs SET head_seq = ?, head_hash = ?, updated_ts = ? "
+                        "WHERE run_id = ?",
+                        [last.seq, last.hash, last.ts, run_id],
+                    )
+                con.commit()
+            except duckdb.ConstraintException:
+                _rollback(con)
+                taken = _one(
+                    con,
+                    "SELECT min(seq) FROM events WHERE run_id = ? AND seq BETWEEN ? AND ?",
+                    [run_id, rows[0].seq, rows[-1].seq],
+                )
+                if taken is None or taken[0] is None:
+                    raise
+                raise self._duplicate(run_id, taken[0]) from None
+            except BaseException:
+                _rollback(con)
+                raise
+            return rows
+
+    def _load_events(self, run_id: str, after_seq: int) -> list[StoredEvent]:
+        with self._connect() as con:
+            return _events(con, run_id, after_seq)
+
+    def _load_chain(self, run_id: str) -> tuple[list[StoredEvent], RunHead | None]:
+        # One connection is one snapshot: no writer can commit while it is open.
+        with self._connect() as con:
+            return _events(con, run_id, None), _head(con, run_id)
+
+    def _load_head(self, run_id: str) -> RunHead | None:
+        with self._connect() as con:
+            return _head(con, run_id)
+
+    def _load_heads(self) -> list[RunHead]:
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT run_id, head_seq, head_hash, updated_ts FROM runs ORDER BY run_id"
+            ).fetchall()
+        return [RunHead(*row) for row in rows]
+
+    # ---- bulk rows ----------------------------------------------------------------------
+
+    def _store_calls(self, rows: Sequence[CallRow]) -> None:
+        columns = list(zip(*map(_CALL_FIELDS, rows), strict=True))
+        with self._connect() as con:
+            _insert(con, "calls", CALLS_ARROW, columns)
+
+    def _store_episodes(self, rows: Sequence[EpisodeRow]) -> None:
+        columns = list(zip(*map(_EPISODE_FIELDS, rows), strict=True))
+        with self._connect() as con:
+            _insert(con, "episodes", EPISODES_ARROW, columns)
+
+    def _load_calls(self, run_id: str, iteration: int | None) -> list[CallRow]:
+        where, params = _filters(run_id, iteration=iteration)
+        query = f"SELECT * FROM calls WHERE {where} ORDER BY iteration, episode_id, call_index"
+        return [CallRow(*row) for row in self._select_columns(query, params)]
+
+    def _load_episodes(
+        self, run_id: str, iteration: int | None, purpose: str | None
+    ) -> list[EpisodeRow]:
+        where, params = _filters(run_id, iteration=iteration, purpose=purpose)
+        query = f"SELECT * FROM episodes WHERE {where} ORDER BY iteration, purpose, episode_id"
+        return [EpisodeRow(*row) for row in self._select_columns(query, params)]
+
+    def _select_columns(self, query: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
+        # Column-wise conversion from Arrow beats DuckDB's row-wise fetchall for list columns.
+        with self._connect() as con:
+            table = con.sql(query, params=params).to_arrow_table()
+        return zip(*(column.to_pylist() for column in table.columns), strict=True)
+
+    # ---- connections --------------------------------------------------------------------
+
+    def _close(self) -> None:
+        with self._thread_lock:
+            self._drop_instance()
+        self._readers.close()
+        self._release_writer_lock()
+
+    def _release_writer_lock(self) -> None:
+        if self._writer_lock is not None:
+            self._writer_lock.release()
+            self._writer_lock = None
+
+    @contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The ledger file attached for one short unit of work, errors translated."""
+        with self._thread_lock:
+            con = self._attach()
+            try:
+                yield con
+            except duckdb.Error as exc:
+                raise self._translate(exc) from exc
+            finally:
+                self._detach(con)
+
+    def _attach(self) -> duckdb.DuckDBPyConnection:
+        if self._instance is None:
+            self._instance = duckdb.connect(":memory:", config=_CONFIG)
+        con = self._instance
+        mode = " (READ_ONLY)" if self.read_only else ""
+        attach = f"ATTACH {_sql_string(str(self._path))} AS {_ALIAS}{mode}"
+        if not self.read_only:
+            self._readers.yield_to_readers(_WRITER_YIELD, _BACKOFF_FIRST)
+        try:
+            con.execute(attach)
+        except duckdb.Error as exc:
+            message = _first_line(exc)
+            if not _is_lock_conflict(message):
+                raise self._translate_open(exc, message) from exc
+            if self.read_only:
+                with self._readers.raised():
+                    self._attach_when_free(con, attach)
+            else:
+                self._attach_when_free(con, attach)
+        con.execute(f"USE {_ALIAS}")
+        return con
+
+    def _attach_when_free(self, con: duckdb.DuckDBPyConnection, attach: str) -> None:
+        deadline = time.monotonic() + self._busy_timeout
+        delay = _BACKOFF_FIRST
+        while True:
+            time.sleep(delay * random.uniform(0.5, 1.5))
+            delay = min(delay * 2, _BACKOFF_MAX)
+            try:
+                con.execute(attach)
+                return
+            except duckdb.Error as exc:
+                message = _first_line(exc)
+                if not _is_lock_conflict(message):
+                    raise self._translate_open(exc, message) from exc
+                if time.monotonic() >= deadline:
+                    raise LedgerBusy(
+                        f"{self._name} stayed locked by {_holder(message)} "
+                        f"for {self._busy_timeout:g}s"
+                    ) from exc
+
+    def _detach(self, con: duckdb.DuckDBPyConnection) -> None:
+        try:
+            con.execute("USE memory")
+            con.execute(f"DETACH {_ALIAS}")
+        except duckdb.Error:
+            # Closing the whole instance is the sure way to let go of the file.
+            self._drop_instance()
+
+    def _drop_instance(self) -> None:
+        if self._instance is not None:
+            with suppress(duckdb.Error):
+                self._instance.close()
+            self._instance = None
+
+    def _translate_open(self, exc: duckdb.Error, message: str) -> LedgerError:
+        if "does not exist" in message:
+            return LedgerNotFound(f"no ledger at {self._path}")
+        if "Permission denied" in message:
+            return LedgerError(f"cannot open {self._name}: {message}")
+        return LedgerCorrupt(f"{self._path}: not a readable SIA ledger ({message})")
+
+    def _translate(self, exc: duckdb.Error) -> LedgerError:
+        message = _first_line(exc)
+        if isinstance(exc, duckdb.CatalogException | duckdb.BinderException):
+            return LedgerCorrupt(f"{self._path}: not a readable SIA ledger ({message})")
+        return LedgerError(f"{self._name}: {message}")
+
+    def _prepare(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create the schema in an empty file; refuse files that are not our schema."""
+        tables = {
+            row[0]
+            for row in con.execute(
+                "SELECT table_name FROM duckdb_tables() "
+                "WHERE database_name = current_database() AND schema_name = 'main'"
+            ).fetchall()
+        }
+        if "meta" not in tables:
+            if tables or self.read_only:
+                raise LedgerCorrupt(f"{self._path}: not a readable SIA ledger (no meta table)")
+            con.begin()
+            for statement in DDL:
+                con.execute(statement)
+            con.execute(
+                "INSERT INTO meta VALUES ('schema_version', ?), ('created_ts', ?)",
+                [str(SCHEMA_VERSION), repr(time.time())],
+            )
+            con.commit()
+            return
+        row = _one(con, "SELECT value FROM meta WHERE key = 'schema_version'")
+        version = int(row[0]) if row is not None and str(row[0]).isdigit() else None
+        if version is None:
+            raise LedgerCorrupt(f"{self._path}: not a readable SIA ledger (no schema version)")
+        if version > SCHEMA_VERSION:
+            raise UnsupportedSchema(
+                f"ledger {self._path} has schema version {version}, newer than the "
+                f"{SCHEMA_VERSION} this SIA understands; upgrade SIA to open it"
+            )
+        missing = sorted(set(TABLES) - tables)
+        if version < SCHEMA_VERSION or missing:
+            detail = f"missing tables {', '.join(missing)}" if missing else f"schema {version}"
+            raise LedgerCorrupt(f"{self._path}: not a readable SIA ledger ({detail})")
+
+
+def _events(
+    con: duckdb.DuckDBPyConnection, run_id: str, after_seq: int | None
+) -> list[StoredEvent]:
+    query = (
+        "SELECT run_id, seq, ts, type, version, payload, prev_hash, hash FROM events "
+        "WHERE run_id = ?"
+    )
+    params: list[Any] = [run_id]
+    if after_seq is not None:
+        query += " AND seq > ?"
+        params.append(after_seq)
+    rows = con.execute(query + " ORDER BY seq", params).fetchall()
+    return [StoredEvent(*row) for row in rows]
+
+
+def _head(con: duckdb.DuckDBPyConnection, run_id: str) -> RunHead | None:
+    row = _one(
+        con, "SELECT run_id, head_seq, head_hash, updated_ts FROM runs WHERE run_id = ?", [run_id]
+    )
+    return RunHead(*row) if row is not None else None
+
+
+def _one(
+    con: duckdb.DuckDBPyConnection, query: str, params: list[Any] | None = None
+) -> tuple[Any, ...] | None:
+    # fetchall, not fetchone: DuckDB refuses further statements on a connection whose
+    # last result was not read to the end.
+    rows = con.execute(query, params).fetchall()
+    return rows[0] if rows else None
+
+
+def _insert(
+    con: duckdb.DuckDBPyConnection, table: str, schema: pa.Schema, columns: list[tuple[Any, ...]]
+) -> None:
+    """Insert column-major data in one statement through an Arrow table."""
+    try:
+        arrays = [
+            pa.array(values, type=field.type) for values, field in zip(columns, schema, strict=True)
+        ]
+    except (pa.ArrowException, TypeError, ValueError) as exc:
+        raise LedgerError(f"rows for table {table} do not fit its columns ({exc})") from exc
+    con.register(_BATCH, pa.Table.from_arrays(arrays, schema=schema))
+    con.execute(f"INSERT INTO {table} SELECT * FROM {_BATCH}")
+    # Only after success: in an aborted transaction unregister fails and would mask the
+    # real error, and the connection is closed after this unit of work anyway.
+    con.unregister(_BATCH)
+
+
+def _filters(run_id: str, **optional: Any) -> tuple[str, list[Any]]:
+    clauses, params = ["run_id = ?"], [run_id]
+    for column, value in optional.items():
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            params.append(value)
+    return " AND ".join(clauses), params
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    # Closing the connection rolls back anyway; this only makes it explicit and early.
+    with suppress(duckdb.Error):
+        con.rollback()
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _is_lock_conflict(message: str) -> bool:
+    return "Conflicting lock" in message or "Could not set lock" in message
+
+
+def _holder(message: str) -> str:
+    marker = "(PID "
+    start = message.find(marker)
+    if start < 0:
+        return "another process"
+    pid = message[start + len(marker) :].split(")", 1)[0]
+    return f"pid {pid}" if pid.isdigit() else "another process"

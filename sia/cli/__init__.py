@@ -1,0 +1,16 @@
+"""The ``sia`` command: a thin click layer over the library.
+
+Every library error becomes one line on stderr and a non-zero exit; ``--json`` on every
+read command prints machine-readable output instead of tables.
+"""
+
+from __future__ import annotations
+
+from sia.cli import read, write  # noqa: F401 - each module registers its commands on ``cli``
+from sia.cli.main import cli
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    cli(prog_name="sia")

@@ -1,0 +1,277 @@
+"""Read-only commands. They open the ledger read-only, so they work while a run is live."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.table import Table
+
+from sia.audit import audit_run
+from sia.cli.main import cli, emit_json, open_workspace, pass_workspace
+from sia.history import harness_at, run_state
+from statemachine.replay import timeline
+
+__all__ = ["diff", "log", "replay", "status", "verify"]
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _score(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+@cli.command()
+@json_option
+@pass_workspace
+def status(root: Path, as_json: bool) -> None:
+    """List the runs in the workspace with their phase and best score.
+
+    \b
+    Example:
+        sia status --json
+    """
+    ws = open_workspace(root)
+    with ws.reader() as rec:
+        states = [run_state(rec, head.run_id) for head in rec.heads()]
+    rows = [
+        {
+            "run_id": s.run_id,
+            "status": s.status,
+            "phase": s.phase.value if s.phase else None,
+            "iteration": s.iteration,
+            "mode": s.mode,
+            "task": s.task,
+            "events": s.last_seq,
+            "best_val": s.best.score if s.best else None,
+            "test": s.test_score,
+            "parent": list(s.parent) if s.parent else None,
+            "updated": s.last_ts,
+        }
+        for s in states
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table(title=f"runs in {ws.root}")
+    for col in (
+        "run",
+        "status",
+        "phase",
+        "iter",
+        "mode",
+        "task",
+        "events",
+        "best val",
+        "test",
+        "updated (UTC)",
+    ):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r["run_id"],
+            r["status"],
+            r["phase"] or "-",
+            str(r["iteration"]),
+            r["mode"] or "-",
+            r["task"] or "-",
+            str(r["events"]),
+            _score(r["best_val"]),
+            _score(r["test"]),
+            _when(r["updated"]),
+        )
+    Console().print(table)
+
+
+@cli.command()
+@click.argument("run_id")
+@json_option
+@pass_workspace
+def replay(root: Path, run_id: str, as_json: bool) -> None:
+    """Rebuild a run's timeline from the ledger alone and check what it references.
+
+    Folds every event, checks the hash chain, and checks that each commit, adapter tag and
+    artifact it names exists. Exits 1 if any check fails.
+
+    \b
+    Example:
+        sia replay run-20261122-001 --json
+    """
+    ws = open_workspace(root)
+    with ws.reader() as rec:
+        result = audit_run(rec, ws.repo(), ws.artifacts(), run_id)
+    data = timeline(result.state) if result.state else {"run_id": run_id}
+    data["problems"] = [p.__dict__ for p in result.problems]
+    if as_json:
+        emit_json(data)
+    else:
+        _print_timeline(data)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def _print_timeline(data: dict) -> None:
+    console = Console()
+    if "iterations" in data:
+        console.print(
+            f"[bold]{data['run_id']}[/] task={data['task']} mode={data['mode']} "
+            f"seed={data['seed']} status={data['status']} events={data['events']}"
+            + (f" parent={data['parent'][0]}@{data['parent'][1]}" if data["parent"] else "")
+        )
+        table = Table()
+        for col in (
+            "iter",
+            "phases",
+            "lever",
+            "algorithm",
+            "commit",
+            "adapter",
+            "val",
+            "verdict",
+            "rationale",
+        ):
+            table.add_column(col, overflow="fold")
+        for it in data["iterations"]:
+            verdict = {True: "accepted", False: "rejected", None: "-"}[it["accepted"]]
+            table.add_row(
+                str(it["iteration"]),
+                "→".join(it["phases"]),
+                it["lever"] or "-",
+                it["algorithm"] or "-",
+                (it["harness_commit"] or "-")[:12],
+                it["adapter_tag"] or "-",
+                _score(it["val_score"]),
+                verdict,
+                (it["rationale"] or "").splitlines()[0] if it["rationale"] else "-",
+            )
+        console.print(table)
+        best = data["best"]
+        if best:
+            console.print(
+                f"best: iteration {best['iteration']} val={_score(best['val_score'])}"
+                f" test={_score(data['test_score'])}"
+                + (f" ({data['finish_reason']})" if data["finish_reason"] else "")
+            )
+    for p in data["problems"]:
+        console.print(f"[red]problem[/] seq {p['seq']}: {p['kind']}: {p['detail']}")
+    if not data["problems"]:
+        console.print("[green]ledger chain and references verified[/]")
+
+
+@cli.command()
+@click.argument("run_id")
+@json_option
+@pass_workspace
+def verify(root: Path, run_id: str, as_json: bool) -> None:
+    """Check a run's hash chain, seqs and references; name the first bad seq.
+
+    \b
+    Example:
+        sia verify run-20261122-001
+    """
+    ws = open_workspace(root)
+    with ws.reader() as rec:
+        result = audit_run(rec, ws.repo(), ws.artifacts(), run_id)
+    if as_json:
+        emit_json(
+            {
+                "run_id": run_id,
+                "events": result.events,
+                "ok": result.ok,
+                "problems": [p.__dict__ for p in result.problems],
+            }
+        )
+    elif result.ok:
+        click.echo(f"{run_id}: {result.events} events, chain intact, references verified")
+    else:
+        for p in result.problems:
+            click.echo(f"{run_id}: seq {p.seq}: {p.kind}: {p.detail}")
+    if not result.ok:
+        raise SystemExit(1)
+
+
+@cli.command()
+@click.argument("run_id")
+@json_option
+@pass_workspace
+def log(root: Path, run_id: str, as_json: bool) -> None:
+    """Show a run's harness history: one commit per edit, and its adapter tags.
+
+    \b
+    Example:
+        sia log run-20261122-001
+    """
+    ws = open_workspace(root)
+    repo = ws.repo()
+    with ws.reader() as rec:
+        run_state(rec, run_id)  # fails clearly on an unknown run
+    commits = repo.log(run_id)
+    tags = [(t, repo.adapter_manifest(t)) for t in repo.adapter_tags(run_id)]
+    if as_json:
+        emit_json(
+            {
+                "commits": [
+                    {
+                        "sha": c.sha,
+                        "parents": list(c.parents),
+                        "subject": c.subject,
+                        "trailers": c.trailers,
+                        "time": c.time,
+                    }
+                    for c in commits
+                ],
+                "adapters": [{"tag": t, "manifest": m} for t, m in tags],
+            }
+        )
+        return
+    console = Console()
+    for c in commits:
+        trailers = " ".join(f"{k}={v}" for k, v in sorted(c.trailers.items()))
+        console.print(f"[yellow]{c.sha[:12]}[/] {c.subject}  [dim]{trailers}[/]")
+    for t, m in tags:
+        console.print(
+            f"[cyan]{t}[/] {m.get('algorithm')} sha256={m['sha256'][:12]} "
+            f"metrics={m.get('metrics')}"
+        )
+
+
+@cli.command()
+@click.argument("run_id")
+@click.argument("a", type=int)
+@click.argument("b", type=int)
+@json_option
+@pass_workspace
+def diff(root: Path, run_id: str, a: int, b: int, as_json: bool) -> None:
+    """Diff the harness a run used at iteration A against iteration B.
+
+    \b
+    Example:
+        sia diff run-20261122-001 0 3
+    """
+    ws = open_workspace(root)
+    with ws.reader() as rec:
+        state = run_state(rec, run_id)
+    left, right = harness_at(state, a), harness_at(state, b)
+    patch = ws.repo().diff(left, right)
+    if as_json:
+        emit_json(
+            {
+                "run_id": run_id,
+                "a": {"iteration": a, "commit": left},
+                "b": {"iteration": b, "commit": right},
+                "patch": patch,
+            }
+        )
+    elif patch:
+        Console().print(Syntax(patch, "diff", theme="ansi_dark"))
+    else:
+        click.echo(f"no harness change between iteration {a} and {b}")

@@ -1,0 +1,13 @@
+"""Errors raised by tasks: unknown names, bad task configuration, failed task checks."""
+
+from statemachine.errors import SiaError
+
+__all__ = ["TaskCheckFailed", "TaskError"]
+
+
+class TaskError(SiaError):
+    """A task that cannot be found, configured or read as asked."""
+
+
+class TaskCheckFailed(TaskError):
+    """A task that breaks the task contract (see :func:`tasks.check.check_task`)."""

@@ -1,0 +1,51 @@
+"""Task lookup by id (``arith-v1``) or by unversioned name (``arith`` → its latest version)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from tasks.arith import ArithTask
+from tasks.base import Task
+from tasks.errors import TaskError
+
+__all__ = ["get_task", "list_tasks", "register_task"]
+
+TaskFactory = Callable[[int], Task]
+
+_VERSIONED = re.compile(r"^(?P<name>[a-z0-9][a-z0-9_.-]*)-v(?P<version>[0-9]+)$")
+_FACTORIES: dict[str, TaskFactory] = {}
+
+
+def register_task(task_id: str, factory: TaskFactory) -> None:
+    """Make ``factory(seed)`` available as ``task_id`` (which must be ``<name>-v<N>``)."""
+    if not _VERSIONED.match(task_id):
+        raise TaskError(f"task id {task_id!r} must look like <name>-v<N>, e.g. arith-v1")
+    if task_id in _FACTORIES:
+        raise TaskError(f"task {task_id} is already registered")
+    _FACTORIES[task_id] = factory
+
+
+def list_tasks() -> list[str]:
+    """Every registered task id, sorted."""
+    return sorted(_FACTORIES)
+
+
+def get_task(name: str, seed: int = 0) -> Task:
+    """The task ``name`` bound to ``seed``; a bare name resolves to its highest version."""
+    task_id = name if name in _FACTORIES else _latest(name)
+    if task_id is None:
+        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}")
+    return _FACTORIES[task_id](seed)
+
+
+def _latest(name: str) -> str | None:
+    versions = [
+        (int(m["version"]), task_id)
+        for task_id in _FACTORIES
+        if (m := _VERSIONED.match(task_id)) and m["name"] == name
+    ]
+    return max(versions)[1] if versions else None
+
+
+register_task(ArithTask.id, lambda seed: ArithTask(seed=seed))

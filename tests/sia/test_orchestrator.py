@@ -1,0 +1,173 @@
+import subprocess
+import sys
+
+import pytest
+
+from sia.audit import audit_run
+from sia.errors import EffectFailed, RunExists, RunNotResumable
+from sia.history import run_state
+from statemachine import events as ev
+from statemachine.replay import envelopes
+from tests.support.run_scripted import config, orchestrator
+from tests.support.scripted import simulate
+
+
+def structure(state):
+    """What must not depend on how a run was executed: phases, levers, verdicts, scores."""
+    return [
+        (r.iteration, r.phases, r.decision.lever if r.decision else None, r.score, r.accepted)
+        for r in state.iterations
+    ]
+
+
+def git(ws, *args):
+    return subprocess.run(
+        ["git", "-C", str(ws.repo_path), *args], check=True, capture_output=True, text=True
+    ).stdout
+
+
+def test_scripted_run_matches_the_pure_simulation(ws):
+    with ws.writer() as rec:
+        state = orchestrator(ws, rec, "w+h").start("r1", config("w+h", 5))
+        assert state.status == "done"
+        assert structure(state) == structure(
+            __import__("statemachine").fold("r1", simulate("r1", iterations=5, mode="w+h"))
+        )
+        assert run_state(rec, "r1") == state  # the ledger alone rebuilds it
+        assert audit_run(rec, ws.repo(), ws.artifacts(), "r1").ok
+
+
+def test_git_log_reads_as_the_story_of_the_run(ws):
+    with ws.writer() as rec:
+        state = orchestrator(ws, rec, "h").start("r1", config("h", 3))
+        records = rec.read("r1")
+    commits = {
+        e.event.commit: e.seq
+        for e in envelopes(records)
+        if isinstance(e.event, ev.HarnessCommitted)
+    }
+    assert len(commits) == 4  # the initial harness and one per edit
+    out = git(
+        ws,
+        "log",
+        "--format=%H%x00%s%x00%(trailers:key=Sia-Run,key=Sia-Iteration,"
+        "key=Sia-Event,valueonly,separator=%x2C)",
+        "runs/r1",
+    )
+    lines = [line.split("\0") for line in out.strip().splitlines()]
+    # iteration 2 regressed: its commit is off the branch but kept reachable
+    on_branch = [sha for sha, _, _ in lines]
+    rejected = state.iterations[2].harness_commit
+    assert rejected not in on_branch
+    assert rejected in git(ws, "log", "--all", "--format=%H")
+    for sha, subject, trailers in lines:
+        run, iteration, seq = trailers.split(",")
+        assert run == "r1" and int(seq) == commits[sha]
+    assert lines[-1][1].startswith("Initial harness")
+
+
+def test_rejected_candidate_does_not_become_the_base(ws):
+    with ws.writer() as rec:
+        state = orchestrator(ws, rec, "h").start("r1", config("h", 3))
+    it2, it3 = state.iterations[2], state.iterations[3]
+    assert it2.accepted is False
+    commit3 = ws.repo().commit_info(it3.harness_commit)
+    assert commit3.parents == (state.iterations[1].harness_commit,)
+
+
+def test_adapters_are_tagged_with_verified_manifests(ws):
+    with ws.writer() as rec:
+        state = orchestrator(ws, rec, "w").start("r1", config("w", 2))
+    repo, store = ws.repo(), ws.artifacts()
+    tags = repo.adapter_tags("r1")
+    assert tags == ["lora/r1/1", "lora/r1/2"]
+    for tag in tags:
+        manifest = repo.adapter_manifest(tag)
+        store.verify(manifest["sha256"])
+        assert manifest["algorithm"] == "grpo" and manifest["config"]["rank"] == 8
+    assert state.best.adapter_tag == "lora/r1/1"  # iteration 2 regressed
+
+
+def test_a_run_id_is_used_once(ws):
+    with ws.writer() as rec:
+        orch = orchestrator(ws, rec, "h")
+        orch.start("r1", config("h", 0))
+        with pytest.raises(RunExists):
+            orch.start("r1", config("h", 0))
+        with pytest.raises(RunNotResumable, match="is done"):
+            orch.resume("r1")
+        with pytest.raises(RunNotResumable, match="no run named"):
+            orch.resume("nope")
+
+
+def test_a_failed_effect_fails_the_run_with_its_reason(ws):
+    with ws.writer() as rec:
+        orch = orchestrator(ws, rec, "w")
+
+        def broken(request):
+            raise EffectFailed("trainer ran out of memory")
+
+        orch.c.trainer.train = broken
+        state = orch.start("r1", config("w", 2))
+    assert state.status == "failed" and state.error == "trainer ran out of memory"
+
+
+def test_forced_algorithm_is_recorded_with_the_agents_choice(ws):
+    with ws.writer() as rec:
+        orch = orchestrator(ws, rec, "w")
+        cfg = config("w", 1)
+        cfg = type(cfg)(**{**cfg.__dict__, "algorithm": "dpo"})
+        state = orch.start("r1", cfg)
+    decision = state.iterations[1].decision
+    assert decision.algorithm == "dpo"
+    assert "forced by the run config" in decision.algorithm_reason
+    assert "grpo" in decision.algorithm_reason
+
+
+def _run(ws, *args, crash_at=None):
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "."}
+    if crash_at:
+        env["SIA_CRASH_AT"] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "tests.support.run_scripted", str(ws.root), "r1", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("crash_at", "adopted"),
+    [
+        ("after-commit:1", "adopted commit"),  # initial harness
+        ("after-commit:2", "adopted commit"),  # first edit
+        ("after-tag:1", "adopted adapter tag lora/r1/2"),
+        ("after-artifact:1", None),  # no tag yet: training runs again
+    ],
+)
+def test_kill_between_effect_and_event_then_resume_does_it_once(ws, crash_at, adopted):
+    died = _run(ws, "--mode", "w+h", "--iterations", "3", crash_at=crash_at)
+    assert died.returncode == -9, died.stderr
+    resumed = _run(ws, "--mode", "w+h", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    with ws.reader() as rec:
+        state = run_state(rec, "r1")
+        records = rec.read("r1")
+        assert audit_run(rec, ws.repo(), ws.artifacts(), "r1").ok
+    assert state.status == "done"
+    assert structure(state) == structure(
+        __import__("statemachine").fold("r1", simulate("r1", iterations=3, mode="w+h"))
+    )
+    events = [e.event for e in envelopes(records)]
+    commits = [e.commit for e in events if isinstance(e, ev.HarnessCommitted)]
+    assert len(commits) == len(set(commits)) == 1 + 2  # initial + edits in iterations 1 and 3
+    all_commits = git(ws, "rev-list", "--all").split()
+    assert sorted(all_commits) == sorted(commits)  # nothing duplicated in git either
+    tags = [e.tag for e in events if isinstance(e, ev.AdapterTagged)]
+    assert tags == ["lora/r1/2"] == ws.repo().adapter_tags("r1")
+    resumed_event = next(e for e in events if isinstance(e, ev.RunResumed))
+    if adopted:
+        assert any(n.startswith(adopted) for n in resumed_event.reconciled)
+        assert sum(getattr(e, "adopted", False) for e in events) == 1
+    else:
+        assert resumed_event.reconciled == ()
