@@ -23,8 +23,8 @@ def harness_at(state: RunState, iteration: int) -> str:
         if rec.iteration == iteration:
             commit = rec.harness_commit or best
             if commit is None:
-                break
+                raise RunNotFound(f"run {state.run_id} has no harness yet at iteration {iteration}")
             return commit
         if rec.accepted and rec.harness_commit:
             best = rec.harness_commit
-    raise RunNotFound(f"run {state.run_id} has no harness at iteration {iteration}")
+    raise RunNotFound(f"run {state.run_id} has no iteration {iteration}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import asdict
 from pathlib import Path
 
 import click
@@ -110,7 +111,7 @@ def replay(root: Path, run_id: str, as_json: bool) -> None:
     with ws.reader() as rec:
         result = audit_run(rec, ws.repo(), ws.artifacts(), run_id)
     data = timeline(result.state) if result.state else {"run_id": run_id}
-    data["problems"] = [p.__dict__ for p in result.problems]
+    data["problems"] = [asdict(p) for p in result.problems]
     if as_json:
         emit_json(data)
     else:
@@ -187,7 +188,7 @@ def verify(root: Path, run_id: str, as_json: bool) -> None:
                 "run_id": run_id,
                 "events": result.events,
                 "ok": result.ok,
-                "problems": [p.__dict__ for p in result.problems],
+                "problems": [asdict(p) for p in result.problems],
             }
         )
     elif result.ok:

@@ -10,8 +10,9 @@ from rich.console import Console
 
 from sia.cli.main import cli, pass_workspace
 from sia.config import RunConfig
+from sia.history import run_state
 from sia.orchestrator import Orchestrator
-from sia.wiring import build_components
+from sia.wiring import open_components
 from sia.workspace import Workspace
 from statemachine.planner import Budget
 from statemachine.replay import timeline
@@ -31,13 +32,13 @@ def _summary(state) -> None:
     Console().print(f"inspect it with: sia replay {data['run_id']}")
 
 
-def _orchestrator(ws: Workspace, recorder, config: RunConfig) -> Orchestrator:
-    return Orchestrator(
-        recorder=recorder,
-        repo=ws.repo(),
-        artifacts=ws.artifacts(),
-        components=build_components(config, ws),
-    )
+def _drive(ws: Workspace, config: RunConfig, act) -> None:
+    with ws.writer() as recorder, open_components(config, recorder) as components:
+        orch = Orchestrator(
+            recorder=recorder, repo=ws.repo(), artifacts=ws.artifacts(), components=components
+        )
+        state = act(orch)
+    _summary(state)
 
 
 @cli.command()
@@ -92,10 +93,7 @@ def run(
         budget=Budget(iterations=iterations, wall_seconds=wall_seconds, tokens=tokens),
     )
     run_id = run_id or dt.datetime.now(dt.UTC).strftime("run-%Y%m%d-%H%M%S")
-    ws = Workspace.create(root)
-    with ws.writer() as recorder:
-        state = _orchestrator(ws, recorder, config).start(run_id, config)
-    _summary(state)
+    _drive(Workspace.create(root), config, lambda orch: orch.start(run_id, config))
 
 
 @cli.command()
@@ -109,9 +107,6 @@ def resume(root: Path, run_id: str) -> None:
         sia resume run-20261122-001
     """
     ws = Workspace.open(root)
-    with ws.writer() as recorder:
-        from sia.history import run_state
-
+    with ws.reader() as recorder:
         config = RunConfig.from_dict(run_state(recorder, run_id).config)
-        state = _orchestrator(ws, recorder, config).resume(run_id)
-    _summary(state)
+    _drive(ws, config, lambda orch: orch.resume(run_id))

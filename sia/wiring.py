@@ -1,0 +1,43 @@
+"""Builds the real components a run config names: task, agents, policy, gateway, runner.
+
+Heavy imports (torch, transformers) happen here, inside the functions, so that read-only
+commands start fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from ledger import Recorder
+from sia.config import RunConfig
+from sia.ports import Components
+from statemachine.errors import ConfigError
+
+__all__ = ["open_components"]
+
+
+def _agents(config: RunConfig, task):
+    from sia.agents import RuleFeedbackAgent, TemplateMetaAgent
+
+    if config.meta_agent != "offline":
+        raise ConfigError(f"unknown meta agent {config.meta_agent!r} (available: offline)")
+    if config.feedback_agent != "offline":
+        raise ConfigError(f"unknown feedback agent {config.feedback_agent!r} (available: offline)")
+    return TemplateMetaAgent(), RuleFeedbackAgent.for_task(task)
+
+
+@contextmanager
+def open_components(config: RunConfig, recorder: Recorder) -> Iterator[Components]:
+    """The components for ``config``, with the model gateway served while the block runs."""
+    from sia.gateway import Gateway
+    from sia.models import load_policy
+    from sia.runner import HarnessRunner
+    from tasks import get_task
+
+    task = get_task(config.task, seed=config.seed)
+    meta, feedback = _agents(config, task)
+    policy = load_policy(config.policy)
+    with Gateway(policy) as gateway:
+        runner = HarnessRunner(task, gateway, recorder)
+        yield Components(task=task, meta=meta, feedback=feedback, runner=runner, trainer=None)
