@@ -251,7 +251,7 @@ class Orchestrator:
             levers=step.levers,
             harness=self.repo.files_at(state.best.harness_commit),
             rollout=state.current.rollout,
-            history=state.history,
+            history=state.history.as_tuple(),
         )
         decision = self.c.feedback.decide(context)
         forced = state.config.get("algorithm")
