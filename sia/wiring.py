@@ -31,13 +31,14 @@ def _agents(config: RunConfig, task):
 def open_components(config: RunConfig, recorder: Recorder) -> Iterator[Components]:
     """The components for ``config``, with the model gateway served while the block runs."""
     from sia.gateway import Gateway
-    from sia.models import load_policy
+    from sia.models import load_model
+    from sia.models.hf_backend import HFPolicy
     from sia.runner import HarnessRunner
     from tasks import get_task
 
     task = get_task(config.task, seed=config.seed)
     meta, feedback = _agents(config, task)
-    policy = load_policy(config.policy)
-    with Gateway(policy) as gateway:
+    model, tokenizer = load_model(config.policy)
+    with Gateway(HFPolicy(model, tokenizer)) as gateway:
         runner = HarnessRunner(task, gateway, recorder)
         yield Components(task=task, meta=meta, feedback=feedback, runner=runner, trainer=None)

@@ -140,6 +140,18 @@ def test_duplicate_first_event_when_head_is_lost(recorder: Recorder, store) -> N
         recorder.append("r1", events("again"), expected_seq=0, ts=TS)
 
 
+def test_large_batches_chain_and_reject_duplicates_alike(recorder: Recorder, store) -> None:
+    batch = [NewEvent("tick", 1, {"n": n}) for n in range(100)]
+    written = recorder.append("r1", batch, expected_seq=0, ts=TS)
+    assert [e.seq for e in written] == list(range(1, 101))
+    assert recorder.read("r1") == written
+    assert recorder.verify("r1").ok
+    recorder = store.set_head("r1", 60)
+    with pytest.raises(DuplicateEvent, match="at seq 61"):
+        recorder.append("r1", batch, expected_seq=60, ts=TS)
+    assert len(recorder.read("r1")) == 100
+
+
 def test_empty_append_is_a_no_op(recorder: Recorder) -> None:
     assert recorder.append("r1", [], expected_seq=0, ts=TS) == []
     assert recorder.head("r1") is None

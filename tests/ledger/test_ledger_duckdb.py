@@ -179,7 +179,7 @@ with DuckDBRecorder(path) as recorder:
 
 
 def test_readers_work_while_another_process_writes(path: Path) -> None:
-    writer = python(WRITER_LOOP, str(path), "2.0")
+    writer = python(WRITER_LOOP, str(path), "1.5")
     try:
         assert writer.stdout.readline().strip() == "ready"
         reads, last_seq = 0, 0
@@ -257,6 +257,16 @@ def test_bad_bulk_rows_are_a_ledger_error(path: Path) -> None:
         writer.append_episodes(
             [EpisodeRow("r1", "zero", "eval", "v", "e", "i", 1.0, "ok", "", 1, 1.0)]  # type: ignore[arg-type]
         )
+
+
+def test_closing_the_writer_leaves_one_self_contained_file(path: Path) -> None:
+    wal = Path(f"{path}.wal")
+    with DuckDBRecorder(path) as writer:
+        writer.append("r1", tick(1), expected_seq=0, ts=1.0)
+        assert wal.exists()
+    assert not wal.exists() or wal.stat().st_size == 0
+    with DuckDBRecorder(path, read_only=True) as reader:
+        assert reader.head("r1").seq == 1
 
 
 def test_writer_creates_parent_folders_and_lock_file(path: Path) -> None:

@@ -1,0 +1,145 @@
+"""A micro-batcher: concurrent generation requests go to the backend as one batch.
+
+One worker thread owns the backend. It waits for a first request, then gathers others for
+up to ``wait_ms`` (or until ``max_batch``) and runs them in a single ``generate`` call:
+on a CPU with a couple of cores one batched forward pass beats several competing ones.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sia.gateway.backend import Backend
+from sia.gateway.errors import GatewayError
+from sia.models.generation import Generation, GenRequest
+
+__all__ = ["MicroBatcher"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class _Job:
+    request: GenRequest
+    future: Future[Generation]
+
+
+@dataclass(frozen=True)
+class _Task:
+    """Work other than generation (adapter switches) run between batches."""
+
+    fn: Callable[[], Any]
+    future: Future[Any]
+
+
+_STOP = object()
+
+
+class MicroBatcher:
+    """Runs ``backend.generate`` on one thread over batches of concurrent requests."""
+
+    def __init__(self, backend: Backend, *, max_batch: int = 8, wait_ms: float = 5.0) -> None:
+        if max_batch < 1:
+            raise GatewayError(f"max_batch must be >= 1, got {max_batch}")
+        if wait_ms < 0:
+            raise GatewayError(f"batch wait must be >= 0 ms, got {wait_ms}")
+        self._backend = backend
+        self._max_batch = max_batch
+        self._wait = wait_ms / 1000.0
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self.batch_sizes: list[int] = []
+
+    def start(self) -> None:
+        with self._lock:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(target=self._run, name="sia-gateway-batcher")
+            self._thread.daemon = True
+            self._thread.start()
+
+    def stop(self) -> None:
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._queue.put(_STOP)
+        thread.join()
+
+    def submit(self, request: GenRequest) -> Future[Generation]:
+        future: Future[Generation] = Future()
+        if self._thread is None:
+            future.set_exception(GatewayError("the gateway's batcher is not running"))
+            return future
+        self._queue.put(_Job(request, future))
+        return future
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the worker thread between batches and return its result."""
+        if self._thread is None:
+            return fn()
+        future: Future[T] = Future()
+        self._queue.put(_Task(fn, future))
+        return future.result()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            if isinstance(first, _Task):
+                _settle(first.future, first.fn)
+                continue
+            batch = [first]
+            deadline = time.monotonic() + self._wait
+            pending: Any = None
+            while len(batch) < self._max_batch:
+                left = deadline - time.monotonic()
+                try:
+                    item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if not isinstance(item, _Job):
+                    # A stop or a control task ends the batch; it runs right after it.
+                    pending = item
+                    break
+                batch.append(item)
+            self._generate(batch)
+            if pending is _STOP:
+                return
+            if pending is not None:
+                _settle(pending.future, pending.fn)
+
+    def _generate(self, batch: list[_Job]) -> None:
+        self.batch_sizes.append(len(batch))
+        try:
+            results = self._backend.generate([job.request for job in batch])
+            if len(results) != len(batch):
+                raise GatewayError(
+                    f"backend returned {len(results)} generations for {len(batch)} requests"
+                )
+        except Exception as error:
+            if len(batch) == 1:
+                batch[0].future.set_exception(error)
+                return
+            # One bad request (say, a prompt too long for the context) must not fail the
+            # others it happened to share a batch with.
+            for job in batch:
+                self._generate([job])
+            return
+        for job, result in zip(batch, results, strict=True):
+            job.future.set_result(result)
+
+
+def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:
+    try:
+        future.set_result(fn())
+    except Exception as error:
+        future.set_exception(error)

@@ -1,0 +1,133 @@
+"""The episode process: run one harness ``solve`` against the gateway and print its answer.
+
+Started by the runner as ``python -I episode.py <harness_dir>`` in a scratch directory with
+a stripped environment. It reads one JSON job on stdin::
+
+    {"item": {...public item...}, "config": {...harness.json...},
+     "base_url": "http://127.0.0.1:<port>/v1", "token": "...",
+     "memory_mb": 2048, "cpu_seconds": 65, "request_timeout": 60.0}
+
+and prints one JSON line on stdout: ``{"ok": true, "answer": "..."}`` or
+``{"ok": false, "reason": "..."}``. Anything the harness itself prints goes to stderr, so
+it cannot forge or garble the result line.
+
+This file imports only the standard library and ``openai``: it runs next to untrusted
+harness code and must not pull in the project (whose task modules can rebuild the labels).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main"]
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def main(argv: list[str]) -> int:
+    result = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    # From here on fd 1 is stderr: harness prints, even from C code, never reach the result.
+    os.dup2(2, 1)
+    if len(argv) != 2:
+        return _report(result, {"ok": False, "reason": "usage: episode.py <harness_dir>"})
+    try:
+        job = json.loads(sys.stdin.read())
+        _limit(int(job["memory_mb"]), int(job["cpu_seconds"]))
+        _seal()
+        harness = _load_agent(Path(argv[1]))
+        client = _client(job)
+        answer = harness.solve(client, job["item"], job["config"])
+    except SystemExit as stop:
+        return _report(result, {"ok": False, "reason": f"harness called sys.exit({stop.code!r})"})
+    except MemoryError:
+        return _report(result, {"ok": False, "reason": "harness ran out of memory"})
+    except BaseException as error:
+        traceback.print_exc()
+        return _report(result, {"ok": False, "reason": _describe(error)})
+    if answer is None:
+        answer = ""
+    if not isinstance(answer, str):
+        return _report(
+            result,
+            {"ok": False, "reason": f"solve returned {type(answer).__name__}, not str"},
+        )
+    return _report(result, {"ok": True, "answer": answer})
+
+
+def _limit(memory_mb: int, cpu_seconds: int) -> None:
+    import resource
+
+    memory = memory_mb * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _seal() -> None:
+    """Take the project off the import path, so the harness cannot import the task code."""
+    sys.meta_path[:] = [
+        finder
+        for finder in sys.meta_path
+        if not getattr(finder, "__module__", "").startswith("__editable__")
+        and not type(finder).__module__.startswith("__editable__")
+    ]
+    root = str(_PROJECT_ROOT)
+    sys.path[:] = [entry for entry in sys.path if os.path.abspath(entry or ".") != root]
+    sys.path_hooks[:] = [
+        hook
+        for hook in sys.path_hooks
+        if not getattr(hook, "__module__", "").startswith("__editable__")
+    ]
+    sys.path_importer_cache.clear()
+    for name in [n for n in sys.modules if n.startswith("__editable__")]:
+        del sys.modules[name]
+
+
+def _load_agent(directory: Path) -> Any:
+    path = directory / "agent.py"
+    if not path.is_file():
+        raise FileNotFoundError(f"the harness has no agent.py in {directory}")
+    # The harness may split itself into modules next to agent.py.
+    sys.path.insert(0, str(directory))
+    spec = importlib.util.spec_from_file_location("agent", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["agent"] = module
+    spec.loader.exec_module(module)
+    if not callable(getattr(module, "solve", None)):
+        raise AttributeError("agent.py defines no solve(client, item, config)")
+    return module
+
+
+def _client(job: dict[str, Any]) -> Any:
+    import openai
+
+    return openai.OpenAI(
+        base_url=job["base_url"],
+        api_key=job["token"],
+        max_retries=0,
+        timeout=float(job.get("request_timeout", 60.0)),
+    )
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(error).__name__}: {first}"[:500] if first else type(error).__name__
+
+
+def _report(out: Any, payload: dict[str, Any]) -> int:
+    out.write(json.dumps(payload) + "\n")
+    out.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,332 @@
+"""The harness runner: rollouts and evaluations as sandboxed harness processes.
+
+Each episode runs the harness's ``agent.py`` in its own process (see ``sandbox``) against
+the gateway, which attributes and records every model call. Rewards are computed here, in
+the orchestrator, from the task's private items: labels never reach a harness process.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, Protocol
+
+from ledger.records import CallRow, EpisodeRow
+from sia.gateway import EpisodeTicket, Gateway
+from sia.ports import EvalRequest, EvalResult, RolloutRequest, RolloutResult
+from sia.runner.errors import RunnerError
+from sia.runner.metrics import EpisodeOutcome, summarise
+from sia.runner.sandbox import EpisodeLimits, run_episode_process
+
+__all__ = ["EpisodeBudget", "HarnessRunner", "RunnerTask", "build_job"]
+
+_CONFIG_FILE = "harness.json"
+
+
+class RunnerTask(Protocol):
+    """What the runner needs of a task (``tasks.Task`` is one)."""
+
+    def item_ids(self, split: str) -> Sequence[str]: ...
+
+    def item(self, item_id: str) -> Any: ...
+
+    def public_item(self, item_id: str) -> dict[str, Any]: ...
+
+    def reward(self, item: Any, answer_text: str) -> float: ...
+
+
+class CallSink(Protocol):
+    """The bulk-write half of a ledger recorder."""
+
+    def append_calls(self, rows: Sequence[CallRow]) -> None: ...
+
+    def append_episodes(self, rows: Sequence[EpisodeRow]) -> None: ...
+
+
+@dataclass(frozen=True)
+class EpisodeBudget:
+    """What one episode may spend at the gateway."""
+
+    max_calls: int = 32
+    max_tokens: int = 4096
+
+
+@dataclass(frozen=True)
+class _Episode:
+    episode_id: str
+    item_id: str
+    seed: int | None
+
+
+class HarnessRunner:
+    """A :class:`~sia.ports.PolicyRunner` that runs harness programs against the gateway.
+
+    ``concurrency`` episodes run at a time; their model calls meet in the gateway's batcher.
+    """
+
+    def __init__(
+        self,
+        task: RunnerTask,
+        gateway: Gateway,
+        recorder: CallSink,
+        *,
+        concurrency: int = 4,
+        episode_timeout: float = 60.0,
+        rollout_timeout: float = 1800.0,
+        memory_mb: int = 2048,
+        budget: EpisodeBudget | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise RunnerError(f"concurrency must be >= 1, got {concurrency}")
+        if episode_timeout <= 0 or rollout_timeout <= 0:
+            raise RunnerError("episode and rollout timeouts must be positive")
+        if memory_mb < 64:
+            raise RunnerError(f"memory_mb must be >= 64, got {memory_mb}")
+        self._task = task
+        self._gateway = gateway
+        self._recorder = recorder
+        self._concurrency = concurrency
+        self._episode_timeout = episode_timeout
+        self._rollout_timeout = rollout_timeout
+        self._memory_mb = memory_mb
+        self._budget = budget or EpisodeBudget()
+
+    def rollout(self, request: RolloutRequest) -> RolloutResult:
+        """Run the harness once per item id (repeats allowed) and record everything."""
+        if not request.item_ids:
+            raise RunnerError("a rollout needs at least one item")
+        episodes = [
+            _Episode(
+                f"rollout-{request.iteration}-{index:05d}-{item_id}",
+                item_id,
+                _episode_seed(request.seed, index),
+            )
+            for index, item_id in enumerate(request.item_ids)
+        ]
+        outcomes, calls = self._run(
+            run_id=request.run_id,
+            iteration=request.iteration,
+            purpose="rollout",
+            split="train",
+            harness_commit=request.harness_commit,
+            harness=request.harness,
+            adapter_tag=request.adapter_tag,
+            adapter_path=request.adapter_path,
+            episodes=episodes,
+        )
+        metrics = summarise(outcomes, calls)
+        failures = sum(1 for outcome in outcomes if outcome.status != "ok")
+        mean = sum(o.reward for o in outcomes) / len(outcomes)
+        return RolloutResult(
+            episodes=len(outcomes), failures=failures, mean_reward=mean, metrics=metrics
+        )
+
+    def evaluate(self, request: EvalRequest) -> EvalResult:
+        """Run the harness on every item of ``request.split``; score is the mean reward."""
+        item_ids = list(self._task.item_ids(request.split))
+        if not item_ids:
+            raise RunnerError(f"split {request.split!r} has no items")
+        episodes = [
+            _Episode(f"eval-{request.split}-{request.iteration}-{index:05d}-{item_id}", item_id, 0)
+            for index, item_id in enumerate(item_ids)
+        ]
+        outcomes, calls = self._run(
+            run_id=request.run_id,
+            iteration=request.iteration,
+            purpose="eval",
+            split=request.split,
+            harness_commit=request.harness_commit,
+            harness=request.harness,
+            adapter_tag=request.adapter_tag,
+            adapter_path=request.adapter_path,
+            episodes=episodes,
+        )
+        metrics = summarise(outcomes, calls)
+        metrics["failures"] = sum(1 for outcome in outcomes if outcome.status != "ok")
+        score = sum(o.reward for o in outcomes) / len(outcomes)
+        return EvalResult(score=score, metrics=metrics)
+
+    def _run(
+        self,
+        *,
+        run_id: str,
+        iteration: int,
+        purpose: str,
+        split: str,
+        harness_commit: str,
+        harness: Mapping[str, bytes],
+        adapter_tag: str | None,
+        adapter_path: Path | None,
+        episodes: Sequence[_Episode],
+    ) -> tuple[list[EpisodeOutcome], list[CallRow]]:
+        config = _config(harness)
+        base_url = self._gateway.start()
+        # Rows of calls from before this run belong to whoever made them; keep them apart.
+        stray = self._gateway.drain_calls()
+        if stray:
+            self._recorder.append_calls(stray)
+        tag = adapter_tag if adapter_path is not None else None
+        self._gateway.use_adapter(tag, adapter_path)
+        deadline = time.monotonic() + self._rollout_timeout
+        try:
+            with tempfile.TemporaryDirectory(prefix="sia-rollout-") as root:
+                harness_dir = Path(root) / "harness"
+                _write_harness(harness, harness_dir)
+                scratch_root = Path(root) / "scratch"
+                scratch_root.mkdir()
+
+                def one(episode: _Episode) -> EpisodeOutcome:
+                    ticket = EpisodeTicket(
+                        run_id=run_id,
+                        iteration=iteration,
+                        episode_id=episode.episode_id,
+                        harness_commit=harness_commit,
+                        adapter_tag=tag,
+                        max_calls=self._budget.max_calls,
+                        max_tokens=self._budget.max_tokens,
+                        seed=episode.seed,
+                    )
+                    return self._episode(
+                        episode, ticket, harness_dir, scratch_root, config, base_url, deadline
+                    )
+
+                with ThreadPoolExecutor(
+                    self._concurrency, thread_name_prefix="sia-episode"
+                ) as pool:
+                    outcomes = list(pool.map(one, episodes))
+        finally:
+            if tag is not None:
+                self._gateway.use_adapter(None)
+        calls = self._gateway.drain_calls()
+        counts: dict[str, int] = {}
+        for call in calls:
+            counts[call.episode_id] = counts.get(call.episode_id, 0) + 1
+        rows = [
+            EpisodeRow(
+                run_id=run_id,
+                iteration=iteration,
+                purpose=purpose,
+                split=split,
+                episode_id=outcome.episode_id,
+                item_id=outcome.item_id,
+                reward=outcome.reward,
+                status=outcome.status,
+                reason=outcome.reason,
+                n_calls=counts.get(outcome.episode_id, 0),
+                duration_ms=outcome.duration_ms,
+            )
+            for outcome in outcomes
+        ]
+        if calls:
+            self._recorder.append_calls(calls)
+        self._recorder.append_episodes(rows)
+        return outcomes, calls
+
+    def _episode(
+        self,
+        episode: _Episode,
+        ticket: EpisodeTicket,
+        harness_dir: Path,
+        scratch_root: Path,
+        config: dict[str, Any],
+        base_url: str,
+        deadline: float,
+    ) -> EpisodeOutcome:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return EpisodeOutcome(
+                episode.episode_id,
+                episode.item_id,
+                "timeout",
+                f"rollout exceeded {self._rollout_timeout:g}s before the episode started",
+                None,
+                0.0,
+                0.0,
+            )
+        timeout = min(self._episode_timeout, left)
+        token = self._gateway.register_episode(ticket)
+        scratch = Path(tempfile.mkdtemp(prefix="episode-", dir=scratch_root))
+        try:
+            job = build_job(
+                self._task.public_item(episode.item_id), config, base_url, token, timeout
+            )
+            outcome = run_episode_process(
+                harness_dir, scratch, job, EpisodeLimits(timeout, self._memory_mb)
+            )
+        finally:
+            self._gateway.release_episode(token)
+        if outcome.status != "ok" or outcome.answer is None:
+            return EpisodeOutcome(
+                episode.episode_id,
+                episode.item_id,
+                outcome.status,
+                outcome.reason,
+                None,
+                0.0,
+                outcome.duration_ms,
+            )
+        reward = float(self._task.reward(self._task.item(episode.item_id), outcome.answer))
+        return EpisodeOutcome(
+            episode.episode_id,
+            episode.item_id,
+            "ok",
+            "",
+            outcome.answer,
+            reward,
+            outcome.duration_ms,
+        )
+
+
+def build_job(
+    public_item: dict[str, Any],
+    config: dict[str, Any],
+    base_url: str,
+    token: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """The whole of what an episode process is told: nothing private to the task."""
+    return {
+        "item": public_item,
+        "config": config,
+        "base_url": base_url,
+        "token": token,
+        "request_timeout": timeout,
+    }
+
+
+def _config(harness: Mapping[str, bytes]) -> dict[str, Any]:
+    if "agent.py" not in harness:
+        raise RunnerError("the harness has no agent.py")
+    raw = harness.get(_CONFIG_FILE)
+    if raw is None:
+        return {}
+    try:
+        config = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunnerError(f"{_CONFIG_FILE} is not valid JSON: {error}") from error
+    if not isinstance(config, dict):
+        raise RunnerError(f"{_CONFIG_FILE} must hold a JSON object")
+    return config
+
+
+def _write_harness(harness: Mapping[str, bytes], directory: Path) -> None:
+    for name, content in harness.items():
+        relative = PurePosixPath(name)
+        if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+            raise RunnerError(f"harness file {name!r} escapes the harness folder")
+        path = directory.joinpath(*relative.parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    # Harness files are read-only to the harness: one episode cannot rewrite the next.
+    for path in directory.rglob("*"):
+        path.chmod(0o555 if path.is_dir() else 0o444)
+    directory.chmod(0o555)
+
+
+def _episode_seed(seed: int, index: int) -> int:
+    return (seed * 1_000_003 + index) % 2**63
