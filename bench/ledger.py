@@ -257,6 +257,46 @@ def bench_read_calls(path: Path, expected: int) -> tuple[float, float]:
     return ours, baseline
 
 
+# ---- (5) replaying a run: read, decode and fold 100k events -------------------------------
+
+
+def bench_fold(folder: Path, n_events: int = 100_000) -> None:
+    """Time to rebuild a run's state from 100k stored events (target: decode+fold < 1 s)."""
+    from statemachine.codec import encode
+    from statemachine.replay import envelopes
+    from statemachine.state import fold
+    from tests.support.scripted import simulate
+
+    envs = simulate("fold", iterations=n_events // 12 + 1, mode="w+h")[:n_events]
+    path = folder / "fold.duckdb"
+    with DuckDBRecorder(path) as recorder:
+        for start in range(0, len(envs), 5000):
+            chunk = envs[start : start + 5000]
+            recorder.append(
+                "fold",
+                [NewEvent(*encode(e.event)) for e in chunk],
+                expected_seq=start,
+                ts=time.time(),
+            )
+    with DuckDBRecorder(path, read_only=True) as recorder:
+        t0 = time.perf_counter()
+        records = recorder.read("fold")
+        t_read = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    decoded = envelopes(records)
+    t_decode = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    state = fold("fold", decoded)
+    t_fold = time.perf_counter() - t0
+    assert state.last_seq == len(envs)
+    print(f"    {len(envs)} events, {len(state.iterations)} iterations")
+    print(f"    read from DuckDB {t_read:6.3f} s   decode {t_decode:6.3f} s   fold {t_fold:6.3f} s")
+    print(
+        f"      => decode+fold {t_decode + t_fold:6.3f} s  (target < 1 s); "
+        f"with read {t_read + t_decode + t_fold:6.3f} s"
+    )
+
+
 def main() -> None:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="sia-bench-ledger-") as tmp:
@@ -288,6 +328,8 @@ def main() -> None:
         print("(4) reading calls back, rows/s")
         ours, raw = bench_read_calls(folder / "calls.duckdb", 20 * 500)
         print(f"    read_calls {ours:9.0f}   raw fetchall {raw:9.0f}   ratio {ours / raw:5.2f}")
+        print("(5) replay 100k events")
+        bench_fold(folder)
     print(f"total {time.perf_counter() - started:.1f}s")
 
 

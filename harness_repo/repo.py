@@ -367,7 +367,7 @@ class HarnessRepo:
         if existing is None:
             self._repo.references.create(name, info.sha)
         elif str(existing.target) != info.sha:
-            raise TagConflict(f"{name[len(_TAG_PREFIX):]} already names {existing.target}")
+            raise TagConflict(f"{name[len(_TAG_PREFIX) :]} already names {existing.target}")
         return name[len(_TAG_PREFIX) :]
 
     def log(self, run_id: str) -> list[CommitInfo]:

@@ -60,8 +60,8 @@ def test_git_log_reads_as_the_story_of_the_run(ws):
     rejected = state.iterations[2].harness_commit
     assert rejected not in on_branch
     assert rejected in git(ws, "log", "--all", "--format=%H")
-    for sha, subject, trailers in lines:
-        run, iteration, seq = trailers.split(",")
+    for sha, _subject, trailers in lines:
+        run, _iteration, seq = trailers.split(",")
         assert run == "r1" and int(seq) == commits[sha]
     assert lines[-1][1].startswith("Initial harness")
 
