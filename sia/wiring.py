@@ -14,7 +14,7 @@ from sia.config import RunConfig
 from sia.ports import Components
 from statemachine.errors import ConfigError
 
-__all__ = ["open_components"]
+__all__ = ["check_supported", "open_components"]
 
 
 def _agents(config: RunConfig, task):
@@ -27,6 +27,15 @@ def _agents(config: RunConfig, task):
     return TemplateMetaAgent(), RuleFeedbackAgent.for_task(task)
 
 
+def check_supported(config: RunConfig) -> None:
+    """Refuse, before anything is written, a config this installation cannot run."""
+    if config.mode != "h":
+        raise ConfigError(
+            f"mode {config.mode} trains LoRA adapters, and no RL trainer is installed yet; "
+            "use --mode h"
+        )
+
+
 @contextmanager
 def open_components(config: RunConfig, recorder: Recorder) -> Iterator[Components]:
     """The components for ``config``, with the model gateway served while the block runs."""
@@ -36,6 +45,7 @@ def open_components(config: RunConfig, recorder: Recorder) -> Iterator[Component
     from sia.runner import HarnessRunner
     from tasks import get_task
 
+    check_supported(config)
     task = get_task(config.task, seed=config.seed)
     meta, feedback = _agents(config, task)
     model, tokenizer = load_model(config.policy)

@@ -12,7 +12,7 @@ from sia.cli.main import cli, pass_workspace
 from sia.config import RunConfig
 from sia.history import run_state
 from sia.orchestrator import Orchestrator
-from sia.wiring import open_components
+from sia.wiring import check_supported, open_components
 from sia.workspace import Workspace
 from statemachine.planner import Budget
 from statemachine.replay import timeline
@@ -93,6 +93,7 @@ def run(
         budget=Budget(iterations=iterations, wall_seconds=wall_seconds, tokens=tokens),
     )
     run_id = run_id or dt.datetime.now(dt.UTC).strftime("run-%Y%m%d-%H%M%S")
+    check_supported(config)
     _drive(Workspace.create(root), config, lambda orch: orch.start(run_id, config))
 
 
