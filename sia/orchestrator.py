@@ -21,6 +21,7 @@ from ledger import NewEvent, Recorder
 from sia.config import RunConfig
 from sia.errors import EffectFailed, RunExists, RunNotResumable
 from sia.faults import crash_point
+from sia.history import run_state
 from sia.ports import (
     Components,
     EvalRequest,
@@ -42,17 +43,9 @@ from statemachine.planner import (
     WriteInitialHarness,
     next_step,
 )
-from statemachine.replay import replay
 from statemachine.state import Envelope, RunState, evolve
 
-__all__ = ["Orchestrator", "load_state"]
-
-
-def load_state(recorder: Recorder, run_id: str) -> RunState:
-    """Fold a run from the ledger; an unknown run folds to an empty state."""
-    if recorder.head(run_id) is None:
-        return RunState(run_id)
-    return replay(run_id, recorder.read(run_id))
+__all__ = ["Orchestrator"]
 
 
 class Orchestrator:
@@ -91,9 +84,9 @@ class Orchestrator:
         return self.drive(self.append(RunState(run_id), [first]))
 
     def resume(self, run_id: str) -> RunState:
-        state = load_state(self.recorder, run_id)
-        if state.status == "empty":
+        if self.recorder.head(run_id) is None:
             raise RunNotResumable(f"no run named {run_id}")
+        state = run_state(self.recorder, run_id)
         if state.status != "running":
             raise RunNotResumable(f"run {run_id} is {state.status}; branch it to continue")
         state, notes = self.reconcile(state)
