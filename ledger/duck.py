@@ -38,6 +38,7 @@ from ledger.schema import (
     DDL,
     EPISODES_ARROW,
     EVENTS_ARROW,
+    MIGRATIONS,
     SCHEMA_VERSION,
     TABLES,
 )
@@ -356,9 +357,21 @@ class DuckDBRecorder(Recorder):
                 f"{SCHEMA_VERSION} this SIA understands; upgrade SIA to open it"
             )
         missing = sorted(set(TABLES) - tables)
-        if version < SCHEMA_VERSION or missing:
+        if missing or version < 1:
             detail = f"missing tables {', '.join(missing)}" if missing else f"schema {version}"
             raise LedgerCorrupt(f"{self._path}: not a readable SIA ledger ({detail})")
+        if version < SCHEMA_VERSION and not self.read_only:
+            self._migrate(con, version)
+
+    def _migrate(self, con: duckdb.DuckDBPyConnection, version: int) -> None:
+        con.begin()
+        for step in range(version, SCHEMA_VERSION):
+            for statement in MIGRATIONS[step]:
+                con.execute(statement)
+        con.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
+        )
+        con.commit()
 
 
 def _events(

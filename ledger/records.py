@@ -73,7 +73,8 @@ class CallRow:
     """One model call captured at the gateway.
 
     ``logprobs`` are stored at float32 precision by every backend, so what is read back is
-    the float32 rounding of what was appended.
+    the float32 rounding of what was appended. ``completion_text`` is the reply as the
+    harness received it (empty in ledgers written before schema 2).
     """
 
     run_id: str
@@ -89,6 +90,7 @@ class CallRow:
     logprobs: list[float]
     finish_reason: str
     latency_ms: float
+    completion_text: str = ""
 
 
 @dataclass(frozen=True, slots=True)

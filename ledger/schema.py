@@ -11,11 +11,19 @@ __all__ = [
     "DDL",
     "EPISODES_ARROW",
     "EVENTS_ARROW",
+    "MIGRATIONS",
     "SCHEMA_VERSION",
     "TABLES",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+#: Statements that bring a ledger of schema ``v`` to ``v + 1``; a writer applies them on
+#: open. Each only adds, so a reader of an old file sees the old columns and the record
+#: types fill the new ones with their defaults.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: ("ALTER TABLE calls ADD COLUMN completion_text VARCHAR DEFAULT ''",),
+}
 
 TABLES = ("meta", "events", "runs", "calls", "episodes")
 
@@ -63,7 +71,8 @@ DDL = (
         completion_ids INTEGER[] NOT NULL,
         logprobs FLOAT[] NOT NULL,
         finish_reason VARCHAR NOT NULL,
-        latency_ms DOUBLE NOT NULL
+        latency_ms DOUBLE NOT NULL,
+        completion_text VARCHAR DEFAULT ''
     )
     """,
     """
@@ -111,6 +120,7 @@ CALLS_ARROW = pa.schema(
         ("logprobs", pa.list_(pa.float32())),
         ("finish_reason", pa.string()),
         ("latency_ms", pa.float64()),
+        ("completion_text", pa.string()),
     ]
 )
 

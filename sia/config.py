@@ -10,7 +10,10 @@ from statemachine.errors import ConfigError
 from statemachine.planner import Budget
 from statemachine.state import LEVERS_BY_MODE
 
-__all__ = ["RunConfig"]
+__all__ = ["BACKENDS", "RunConfig"]
+
+#: Policy backends a run can name; ``vllm`` arrives with GPU support.
+BACKENDS: tuple[str, ...] = ("hf", "openai")
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,27 @@ class RunConfig:
     seed: int = field(default=0, metadata={"help": "seeds batches, sampling and training"})
     budget: Budget = field(default_factory=Budget, metadata={"help": "when the run stops"})
     batch_size: int = field(default=16, metadata={"help": "train items per rollout"})
-    policy: str = field(default="smollm2-135m-instruct", metadata={"help": "policy model"})
+    policy: str = field(
+        default="smollm2-135m-instruct",
+        metadata={
+            "help": "policy model: a registered name or a model directory (hf), or the "
+            "model name the endpoint serves (openai)"
+        },
+    )
+    backend: str = field(
+        default="hf",
+        metadata={
+            "help": "hf: transformers in process; openai: an OpenAI-compatible endpoint "
+            "(harness only, mode h)"
+        },
+    )
+    endpoint: str | None = field(
+        default=None, metadata={"help": "API root with its /v1, for the openai backend"}
+    )
+    api_key_env: str = field(
+        default="OPENAI_API_KEY",
+        metadata={"help": "environment variable holding the endpoint's API key (never stored)"},
+    )
     meta_agent: str = field(default="offline", metadata={"help": "agent writing the harness"})
     feedback_agent: str = field(default="offline", metadata={"help": "agent choosing levers"})
     algorithm: str | None = field(default=None, metadata={"help": "force one RL algorithm"})
@@ -34,6 +57,18 @@ class RunConfig:
             raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
         if not isinstance(self.budget, Budget):
             raise ConfigError("budget must be a Budget")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "openai":
+            if not self.endpoint:
+                raise ConfigError("the openai backend needs --endpoint (an API root with /v1)")
+            if self.mode != "h":
+                raise ConfigError(
+                    f"mode {self.mode} trains adapters; the openai backend serves a fixed "
+                    "remote model, so it runs mode h only"
+                )
+        elif self.endpoint is not None:
+            raise ConfigError(f"--endpoint is for the openai backend, not {self.backend}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness_repo import ArtifactStore, HarnessRepo
 from ledger import NewEvent, Recorder
@@ -45,7 +45,15 @@ from statemachine.planner import (
 )
 from statemachine.state import Envelope, RunState, evolve
 
-__all__ = ["Orchestrator"]
+__all__ = ["Orchestrator", "RunObserver"]
+
+
+class RunObserver(Protocol):
+    """Watches a run being driven (a progress display); it never changes what happens."""
+
+    def step_started(self, state: RunState, step: Step) -> None: ...
+
+    def events_appended(self, state: RunState, events: Sequence[ev.Event]) -> None: ...
 
 
 class Orchestrator:
@@ -57,10 +65,12 @@ class Orchestrator:
         artifacts: ArtifactStore,
         components: Components,
         clock: Callable[[], float] = time.time,
+        observer: RunObserver | None = None,
     ) -> None:
         self.recorder, self.repo, self.artifacts = recorder, repo, artifacts
         self.c = components
         self.clock = clock
+        self.observer = observer
         # One handler per step type; a step the core invents without a handler fails loudly.
         self._effects: dict[type[Step], Callable[[RunState, Any], Sequence[ev.Event]]] = {
             Record: lambda _state, step: step.events,
@@ -95,6 +105,8 @@ class Orchestrator:
 
     def drive(self, state: RunState) -> RunState:
         while (step := next_step(state, now=self.clock())) is not None:
+            if self.observer is not None:
+                self.observer.step_started(state, step)
             try:
                 events = self._effects[type(step)](state, step)
             except EffectFailed as exc:
@@ -117,6 +129,8 @@ class Orchestrator:
             ts=ts,
         )
         crash_point("after-append")
+        if self.observer is not None:
+            self.observer.events_appended(new, events)
         return new
 
     # ── crash reconciliation ─────────────────────────────────────────────────────────────

@@ -6,7 +6,7 @@ commands start fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from ledger import Recorder
@@ -36,19 +36,41 @@ def check_supported(config: RunConfig) -> None:
         )
 
 
-@contextmanager
-def open_components(config: RunConfig, recorder: Recorder) -> Iterator[Components]:
-    """The components for ``config``, with the model gateway served while the block runs."""
-    from sia.gateway import Gateway
+def _backend(config: RunConfig):
+    if config.backend == "openai":
+        from sia.models.openai_backend import OpenAIBackendConfig, OpenAIPolicy
+
+        assert config.endpoint is not None  # RunConfig checked it
+        return OpenAIPolicy(
+            OpenAIBackendConfig(
+                base_url=config.endpoint, model=config.policy, api_key_env=config.api_key_env
+            )
+        )
     from sia.models import load_model
     from sia.models.hf_backend import HFPolicy
+
+    model, tokenizer = load_model(config.policy)
+    return HFPolicy(model, tokenizer)
+
+
+@contextmanager
+def open_components(
+    config: RunConfig,
+    recorder: Recorder,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[Components]:
+    """The components for ``config``, with the model gateway served while the block runs.
+
+    ``progress(done, total)`` hears about finished episodes (a CLI progress bar).
+    """
+    from sia.gateway import Gateway
     from sia.runner import HarnessRunner
     from tasks import get_task
 
     check_supported(config)
     task = get_task(config.task, seed=config.seed)
     meta, feedback = _agents(config, task)
-    model, tokenizer = load_model(config.policy)
-    with Gateway(HFPolicy(model, tokenizer)) as gateway:
-        runner = HarnessRunner(task, gateway, recorder)
+    with Gateway(_backend(config)) as gateway:
+        runner = HarnessRunner(task, gateway, recorder, progress=progress)
         yield Components(task=task, meta=meta, feedback=feedback, runner=runner, trainer=None)

@@ -9,7 +9,7 @@ context always yields the same decision, so replaying a run reproduces its decis
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -18,10 +18,12 @@ from sia.agents.errors import AgentError
 from sia.agents.operators import (
     ANSWER_FORMATS,
     AnswerFormat,
+    CompletionPrompt,
     FewShot,
     HarnessEdit,
     Operator,
     ReduceSampling,
+    ReselectFewShot,
     RetryOnParseFailure,
     RewordInstruction,
     SelfConsistency,
@@ -39,6 +41,17 @@ __all__ = ["LEVERS", "RuleFeedbackAgent", "TemplateMetaAgent"]
 LEVERS: tuple[str, ...] = ("edit", "train")
 #: Operators that change the answer-format sentence; their count picks the next wording.
 _INSTRUCTION_OPERATORS = frozenset({AnswerFormat.name, RewordInstruction.name})
+#: Operators that cure one failure mode are proposed only when the rollout shows it; on a
+#: rollout without it they would spend an iteration on a change that cannot move the score.
+_SYMPTOMS: dict[str, Callable[[Diagnostics], bool]] = {
+    SwitchExtraction.name: lambda d: d.parse_failure_rate > 0 or (d.rambling_ratio or 0) >= 0.5,
+    RetryOnParseFailure.name: lambda d: d.parse_failure_rate > 0,
+}
+
+
+def _relevant(name: str, diag: Diagnostics) -> bool:
+    symptom = _SYMPTOMS.get(name)
+    return symptom is None or symptom(diag)
 
 
 class TemplateMetaAgent:
@@ -70,7 +83,9 @@ class RuleFeedbackAgent:
     """Chooses edit or train from named rules; see :mod:`sia.agents.rules` for the table.
 
     ``train_examples`` are few-shot demonstrations from the train split, each
-    ``{"item": <public item>, "answer": str}`` (:meth:`tasks.base.Task.demonstrations`).
+    ``{"item": <public item>, "answer": str}`` (:meth:`tasks.base.Task.demonstrations`):
+    the first ``few_shot_k`` are shown first, the rest are the pool later reselections
+    draw from.
     """
 
     name = "offline-feedback"
@@ -88,11 +103,14 @@ class RuleFeedbackAgent:
             raise AgentError("RuleFeedbackAgent needs at least two answer-format wordings")
         self.thresholds = thresholds or Thresholds()
         self.instructions = tuple(instructions)
+        self.examples = tuple(dict(example) for example in train_examples)
+        self.few_shot_k = few_shot_k
         # Default order: cheap prompt fixes first, then the ones that cost model calls.
         self.operators: tuple[Operator, ...] = (
             AnswerFormat(self.instructions),
             SwitchExtraction(),
-            FewShot(tuple(dict(example) for example in train_examples), k=few_shot_k),
+            CompletionPrompt(self.examples, k=few_shot_k),
+            FewShot(self.examples, k=few_shot_k),
             RetryOnParseFailure(),
             SelfConsistency(samples=vote_samples),
         )
@@ -100,9 +118,12 @@ class RuleFeedbackAgent:
         self.remedies: tuple[Operator, ...] = (ReduceSampling(),)
 
     @classmethod
-    def for_task(cls, task: Task, *, few_shot_k: int = 2, **options: Any) -> RuleFeedbackAgent:
-        """An agent whose few-shot operator uses ``task``'s first train items."""
-        return cls(train_examples=task.demonstrations(few_shot_k), few_shot_k=few_shot_k, **options)
+    def for_task(
+        cls, task: Task, *, few_shot_k: int = 2, pool: int = 8, **options: Any
+    ) -> RuleFeedbackAgent:
+        """An agent whose few-shot operators draw ``pool`` sets of ``task``'s train items."""
+        examples = task.demonstrations(few_shot_k * pool)
+        return cls(train_examples=examples, few_shot_k=few_shot_k, **options)
 
     def decide(self, context: FeedbackContext) -> DecisionMade:
         allowed = [lever for lever in LEVERS if lever in context.levers]
@@ -113,7 +134,7 @@ class RuleFeedbackAgent:
         untried = tuple(
             op.name
             for op in self.operators
-            if op.name not in diag.edits_tried and op.applies(files)
+            if op.name not in diag.edits_tried and _relevant(op.name, diag) and op.applies(files)
         )
         evidence = Evidence(diag, self.thresholds, untried)
         fired = [rule for rule in LEVER_RULES if rule.when(evidence)]
@@ -160,18 +181,23 @@ class RuleFeedbackAgent:
     ) -> HarnessEdit | None:
         """The first applicable, untried operator: the rules' picks, then the default order.
 
-        When none is left, the answer-format instruction is reworded, so mode ``h`` always
-        has an edit to make.
+        When none is left, the answer-format instruction is reworded (chat format) or
+        another set of few-shot examples is shown, so mode ``h`` always has an edit to make.
         """
         by_name = {op.name: op for op in (*self.operators, *self.remedies)}
         wanted = [name for rule in fired if rule.edit > 0 for name in rule.operators]
-        for name in dict.fromkeys([*wanted, *(op.name for op in self.operators)]):
+        default = [op.name for op in self.operators if _relevant(op.name, diag)]
+        for name in dict.fromkeys([*wanted, *default]):
             op = by_name.get(name)
             if op is not None and name not in diag.edits_tried and op.applies(files):
                 return op.apply(files)
         rounds = sum(1 for name in diag.edits_tried if name in _INSTRUCTION_OPERATORS)
         reword = RewordInstruction(self.instructions, round=rounds)
-        return reword.apply(files) if reword.applies(files) else None
+        if reword.applies(files):
+            return reword.apply(files)
+        rounds = diag.edits_tried.count(ReselectFewShot.name)
+        reselect = ReselectFewShot(self.examples, k=self.few_shot_k, round=rounds)
+        return reselect.apply(files) if reselect.applies(files) else None
 
 
 def _weight(rule: LeverRule, lever: str) -> float:

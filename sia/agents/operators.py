@@ -22,10 +22,12 @@ __all__ = [
     "ANSWER_FORMATS",
     "CONFIG_FILE",
     "AnswerFormat",
+    "CompletionPrompt",
     "FewShot",
     "HarnessEdit",
     "Operator",
     "ReduceSampling",
+    "ReselectFewShot",
     "RetryOnParseFailure",
     "RewordInstruction",
     "SelfConsistency",
@@ -120,6 +122,11 @@ class Operator(abc.ABC):
     def _summary(self, old: dict[str, Any], new: dict[str, Any]) -> str: ...
 
 
+def _completion_format(config: dict[str, Any]) -> bool:
+    # A completion-format harness sends no system prompt, so instructions there do nothing.
+    return config.get("prompt_format") == "completion"
+
+
 def _instruction_in(prompt: str, instructions: tuple[str, ...]) -> str | None:
     return next((text for text in instructions if text in prompt), None)
 
@@ -142,6 +149,8 @@ class AnswerFormat(Operator):
     instructions: tuple[str, ...] = ANSWER_FORMATS
 
     def _applies(self, config: dict[str, Any]) -> bool:
+        if _completion_format(config):
+            return False
         return _instruction_in(str(config.get("system_prompt", "")), self.instructions) is None
 
     def _rewrite(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -168,7 +177,7 @@ class RewordInstruction(Operator):
     round: int = 0
 
     def _applies(self, config: dict[str, Any]) -> bool:
-        return len(self.instructions) >= 2
+        return len(self.instructions) >= 2 and not _completion_format(config)
 
     def _choice(self, prompt: str) -> str:
         current = _instruction_in(prompt, self.instructions)
@@ -204,6 +213,81 @@ class FewShot(Operator):
 
     def _summary(self, old: dict[str, Any], new: dict[str, Any]) -> str:
         return f"Show {len(new['few_shot'])} worked train examples before the question"
+
+
+@dataclass(frozen=True)
+class ReselectFewShot(Operator):
+    """Replace the few-shot examples with the next ``k`` from the pool of train examples.
+
+    Which examples a small model is shown changes its accuracy by several points, and
+    keep-best evaluation turns trying another set into a search. ``round`` counts earlier
+    reselections in the run, so each proposes a set not tried before (cycling the pool).
+    """
+
+    name: ClassVar[str] = "reselect-few-shot"
+    effect: ClassVar[str] = "demonstrations the model generalises from better"
+    reads: ClassVar[tuple[str, ...]] = ("few_shot",)
+    examples: tuple[dict[str, Any], ...] = ()
+    k: int = 2
+    round: int = 0
+
+    def _choice(self) -> list[dict[str, Any]]:
+        sets = len(self.examples) // self.k
+        start = ((self.round + 1) % sets) * self.k  # set 0 is what FewShot shows first
+        return [dict(example) for example in self.examples[start : start + self.k]]
+
+    def _applies(self, config: dict[str, Any]) -> bool:
+        if self.k <= 0 or len(self.examples) < 2 * self.k or not config.get("few_shot"):
+            return False
+        return config.get("few_shot") != self._choice()
+
+    def _rewrite(self, config: dict[str, Any]) -> dict[str, Any]:
+        config["few_shot"] = self._choice()
+        return config
+
+    def _summary(self, old: dict[str, Any], new: dict[str, Any]) -> str:
+        sets = len(self.examples) // self.k
+        return f"Show another {self.k} train examples (set {(self.round + 1) % sets + 1}/{sets})"
+
+
+@dataclass(frozen=True)
+class CompletionPrompt(Operator):
+    """Ask in ``completion`` format: solved examples as lines of a pattern, then the question.
+
+    An instruct model asked in chat explains instead of answering; the same question as
+    the next line of a solved pattern ("12 + 30 = 42") is continued with just the answer.
+    Needs the harness's ``completion_template`` (the task template declares its pattern);
+    brings ``k`` train examples along when the harness shows none, since a pattern of one
+    line teaches nothing.
+    """
+
+    name: ClassVar[str] = "completion-prompt"
+    effect: ClassVar[str] = (
+        "terse answers: the model continues a solved pattern instead of chatting"
+    )
+    reads: ClassVar[tuple[str, ...]] = ("prompt_format", "completion_template", "few_shot")
+    examples: tuple[dict[str, Any], ...] = ()
+    k: int = 2
+
+    def _applies(self, config: dict[str, Any]) -> bool:
+        has_examples = bool(config.get("few_shot")) or (bool(self.examples) and self.k > 0)
+        return (
+            not _completion_format(config)
+            and bool(config.get("completion_template"))
+            and has_examples
+        )
+
+    def _rewrite(self, config: dict[str, Any]) -> dict[str, Any]:
+        config["prompt_format"] = "completion"
+        if not config.get("few_shot"):
+            config["few_shot"] = [dict(example) for example in self.examples[: self.k]]
+        return config
+
+    def _summary(self, old: dict[str, Any], new: dict[str, Any]) -> str:
+        return (
+            f"Ask as a plain-text pattern ({new['completion_template']!r}) after "
+            f"{len(new['few_shot'])} solved train examples, instead of a chat question"
+        )
 
 
 @dataclass(frozen=True)

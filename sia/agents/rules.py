@@ -79,18 +79,18 @@ LEVER_RULES: tuple[LeverRule, ...] = (
     ),
     LeverRule(
         "rambling-completions",
-        "completions near max_tokens → edit: answer-format, extraction",
+        "completions near max_tokens → edit: completion prompt, answer-format, extraction",
         when=lambda e: (e.d.rambling_ratio or 0.0) >= e.t.rambling_fraction,
         why=lambda e: (
             f"completions average {e.d.mean_completion_tokens:.0f} of "
             f"{e.d.max_tokens} tokens; the model keeps talking after its answer"
         ),
         edit=1.0,
-        operators=("answer-format", "switch-extraction"),
+        operators=("completion-prompt", "answer-format", "switch-extraction"),
     ),
     LeverRule(
         "no-successes",
-        "no episode succeeded → edit: few-shot, answer-format",
+        "no episode succeeded → edit: completion prompt, few-shot, answer-format",
         when=lambda e: e.d.episodes > 0 and e.d.successes == 0,
         why=lambda e: (
             f"none of {e.d.episodes} episodes succeeded, so RL would see no reward "
@@ -98,7 +98,7 @@ LEVER_RULES: tuple[LeverRule, ...] = (
         ),
         edit=2.0,
         train=-2.0,
-        operators=("few-shot", "answer-format"),
+        operators=("completion-prompt", "few-shot", "answer-format"),
     ),
     LeverRule(
         "plateau-after-edits",
@@ -136,9 +136,12 @@ LEVER_RULES: tuple[LeverRule, ...] = (
     ),
     LeverRule(
         "edits-exhausted",
-        "no untried edit operator applies → train (in mode h: reword-instruction)",
+        "no untried edit operator applies → train (in mode h: reword or reselect examples)",
         when=lambda e: not e.untried,
-        why=lambda e: "every edit operator has been applied or tried; only rewording is left",
+        why=lambda e: (
+            "every edit operator has been applied or tried; only rewording the instruction "
+            "or reselecting examples is left"
+        ),
         edit=-3.0,
         train=2.0,
     ),

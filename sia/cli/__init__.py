@@ -6,7 +6,7 @@ read command prints machine-readable output instead of tables.
 
 from __future__ import annotations
 
-from sia.cli import read, write  # noqa: F401 - each module registers its commands on ``cli``
+from sia.cli import catalog, read, write  # noqa: F401 - each registers its commands on ``cli``
 from sia.cli.main import cli
 
 __all__ = ["cli", "main"]

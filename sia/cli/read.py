@@ -129,17 +129,7 @@ def _print_timeline(data: dict) -> None:
             + (f" parent={data['parent'][0]}@{data['parent'][1]}" if data["parent"] else "")
         )
         table = Table()
-        for col in (
-            "iter",
-            "phases",
-            "lever",
-            "algorithm",
-            "commit",
-            "adapter",
-            "val",
-            "verdict",
-            "rationale",
-        ):
+        for col in ("iter", "phases", "lever", "algorithm", "commit", "adapter", "val", "verdict"):
             table.add_column(col, overflow="fold")
         for it in data["iterations"]:
             verdict = {True: "accepted", False: "rejected", None: "-"}[it["accepted"]]
@@ -148,13 +138,13 @@ def _print_timeline(data: dict) -> None:
                 "→".join(it["phases"]),
                 it["lever"] or "-",
                 it["algorithm"] or "-",
-                (it["harness_commit"] or "-")[:12],
+                (it["harness_commit"] or "-")[:8],
                 it["adapter_tag"] or "-",
                 _score(it["val_score"]),
                 verdict,
-                (it["rationale"] or "").splitlines()[0] if it["rationale"] else "-",
             )
         console.print(table)
+        _print_reasons(console, data["iterations"])
         best = data["best"]
         if best:
             console.print(
@@ -166,6 +156,19 @@ def _print_timeline(data: dict) -> None:
         console.print(f"[red]problem[/] seq {p['seq']}: {p['kind']}: {p['detail']}")
     if not data["problems"]:
         console.print("[green]ledger chain and references verified[/]")
+
+
+def _print_reasons(console: Console, iterations: list[dict]) -> None:
+    """Each decision's full rationale, expected effect and realised outcome, as prose."""
+    for it in iterations:
+        if not it["rationale"]:
+            continue
+        console.print(f"\n[bold]iteration {it['iteration']}[/] — {it['lever']} ({it['agent']})")
+        console.print(it["rationale"], markup=False)
+        if it["expected_effect"]:
+            console.print(f"expected: {it['expected_effect']}", markup=False)
+        if it["delta"] is not None:
+            console.print(f"outcome: validation {it['delta']:+.3f}", markup=False)
 
 
 @cli.command()

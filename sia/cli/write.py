@@ -3,42 +3,53 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 from pathlib import Path
 
 import click
 from rich.console import Console
 
+from sia.cli.live import RunView, score_table, summary
 from sia.cli.main import cli, pass_workspace
-from sia.config import RunConfig
+from sia.config import BACKENDS, RunConfig
 from sia.history import run_state
 from sia.orchestrator import Orchestrator
 from sia.wiring import check_supported, open_components
 from sia.workspace import Workspace
 from statemachine.planner import Budget
-from statemachine.replay import timeline
+from statemachine.state import RunState
 
 __all__ = ["resume", "run"]
 
 
-def _summary(state) -> None:
-    data = timeline(state)
-    best = data["best"] or {}
-    Console().print(
-        f"run [bold]{data['run_id']}[/] {data['status']}: best iteration "
-        f"{best.get('iteration', '-')} val={best.get('val_score')} test={data['test_score']}"
-        + (f" — {data['finish_reason']}" if data["finish_reason"] else "")
-        + (f" — {data['error']}" if data["error"] else "")
-    )
-    Console().print(f"inspect it with: sia replay {data['run_id']}")
-
-
-def _drive(ws: Workspace, config: RunConfig, act) -> None:
-    with ws.writer() as recorder, open_components(config, recorder) as components:
+def _drive(ws: Workspace, config: RunConfig, act, *, quiet: bool, as_json: bool) -> None:
+    console = Console(stderr=as_json, quiet=quiet)
+    with (
+        ws.writer() as recorder,
+        RunView(console, config.budget.iterations, quiet=quiet) as view,
+        open_components(config, recorder, progress=view.episodes) as components,
+    ):
         orch = Orchestrator(
-            recorder=recorder, repo=ws.repo(), artifacts=ws.artifacts(), components=components
+            recorder=recorder,
+            repo=ws.repo(),
+            artifacts=ws.artifacts(),
+            components=components,
+            observer=view,
         )
-        state = act(orch)
-    _summary(state)
+        state: RunState = act(orch)
+    if as_json:
+        click.echo(json.dumps(summary(state), indent=2))
+        return
+    console.print(score_table(state))
+    if state.error:
+        console.print(f"[red]failed[/]: {state.error}")
+    console.print(f"inspect it with: sia replay {state.run_id}")
+
+
+_quiet = click.option("--quiet", is_flag=True, help="No progress display; only the final table.")
+_as_json = click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (progress on stderr)."
+)
 
 
 @cli.command()
@@ -61,8 +72,24 @@ def _drive(ws: Workspace, config: RunConfig, act) -> None:
     show_default=True,
     help="Policy model (see `sia models`).",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="hf",
+    show_default=True,
+    help="hf: the model in process; openai: an OpenAI-compatible endpoint (mode h only).",
+)
+@click.option("--endpoint", default=None, help="API root with /v1, for --backend openai.")
+@click.option(
+    "--api-key-env",
+    default="OPENAI_API_KEY",
+    show_default=True,
+    help="Environment variable holding the endpoint's key (read, never stored).",
+)
 @click.option("--algorithm", default=None, help="Force one RL algorithm for every TRAIN.")
 @click.option("--run-id", default=None, help="Name of the run (default: run-<UTC time>).")
+@_quiet
+@_as_json
 @pass_workspace
 def run(
     root: Path,
@@ -74,14 +101,20 @@ def run(
     batch_size: int,
     seed: int,
     policy: str,
+    backend: str,
+    endpoint: str | None,
+    api_key_env: str,
     algorithm: str | None,
     run_id: str | None,
+    quiet: bool,
+    as_json: bool,
 ) -> None:
     """Start a run and drive it until its budget is spent.
 
     \b
-    Example:
+    Examples:
         sia run --task arith --mode h --iterations 3 --batch-size 8
+        sia run --backend openai --endpoint http://127.0.0.1:8000/v1 --policy my-model
     """
     config = RunConfig(
         task=task,
@@ -89,18 +122,29 @@ def run(
         seed=seed,
         batch_size=batch_size,
         policy=policy,
+        backend=backend,
+        endpoint=endpoint,
+        api_key_env=api_key_env,
         algorithm=algorithm,
         budget=Budget(iterations=iterations, wall_seconds=wall_seconds, tokens=tokens),
     )
     run_id = run_id or dt.datetime.now(dt.UTC).strftime("run-%Y%m%d-%H%M%S")
     check_supported(config)
-    _drive(Workspace.create(root), config, lambda orch: orch.start(run_id, config))
+    _drive(
+        Workspace.create(root),
+        config,
+        lambda orch: orch.start(run_id, config),
+        quiet=quiet,
+        as_json=as_json,
+    )
 
 
 @cli.command()
 @click.argument("run_id")
+@_quiet
+@_as_json
 @pass_workspace
-def resume(root: Path, run_id: str) -> None:
+def resume(root: Path, run_id: str, quiet: bool, as_json: bool) -> None:
     """Continue a run after a crash or interrupt, settling half-done effects exactly once.
 
     \b
@@ -110,4 +154,4 @@ def resume(root: Path, run_id: str) -> None:
     ws = Workspace.open(root)
     with ws.reader() as recorder:
         config = RunConfig.from_dict(run_state(recorder, run_id).config)
-    _drive(ws, config, lambda orch: orch.resume(run_id))
+    _drive(ws, config, lambda orch: orch.resume(run_id), quiet=quiet, as_json=as_json)

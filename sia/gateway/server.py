@@ -273,6 +273,7 @@ class Gateway:
             logprobs=list(generation.logprobs),
             finish_reason=generation.finish_reason,
             latency_ms=latency_ms,
+            completion_text=generation.text,
         )
         with self._lock:
             self._calls.append(row)

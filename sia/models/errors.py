@@ -8,6 +8,7 @@ from statemachine.errors import SiaError
 
 __all__ = [
     "AdapterError",
+    "AdaptersUnsupported",
     "ChecksumMismatch",
     "GenerationError",
     "ModelError",
@@ -49,6 +50,12 @@ class GenerationError(ModelError):
 
 class AdapterError(ModelError):
     """Loading, selecting or removing a LoRA adapter failed."""
+
+
+class AdaptersUnsupported(AdapterError):
+    """A backend that serves a fixed remote model (``openai``): it cannot load, select or
+    train adapters. A subclass of :class:`AdapterError` so callers that already handle
+    adapter failures handle this one too."""
 
 
 def describe(error: BaseException) -> str:

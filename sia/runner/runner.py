@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -67,6 +68,7 @@ class HarnessRunner:
     """A :class:`~sia.ports.PolicyRunner` that runs harness programs against the gateway.
 
     ``concurrency`` episodes run at a time; their model calls meet in the gateway's batcher.
+    ``progress(done, total)`` is called as episodes of a rollout or evaluation finish.
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class HarnessRunner:
         rollout_timeout: float = 1800.0,
         memory_mb: int = 2048,
         budget: EpisodeBudget | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> None:
         if concurrency < 1:
             raise RunnerError(f"concurrency must be >= 1, got {concurrency}")
@@ -95,6 +98,7 @@ class HarnessRunner:
         self._rollout_timeout = rollout_timeout
         self._memory_mb = memory_mb
         self._budget = budget or EpisodeBudget()
+        self._progress = progress
 
     def rollout(self, request: RolloutRequest) -> RolloutResult:
         """Run the harness once per item id (repeats allowed) and record everything."""
@@ -179,6 +183,7 @@ class HarnessRunner:
                 _write_harness(harness, harness_dir)
                 scratch_root = Path(root) / "scratch"
                 scratch_root.mkdir()
+                finished = _Counter(len(episodes), self._progress)
 
                 def one(episode: _Episode) -> EpisodeOutcome:
                     ticket = EpisodeTicket(
@@ -191,9 +196,11 @@ class HarnessRunner:
                         max_tokens=self._budget.max_tokens,
                         seed=episode.seed,
                     )
-                    return self._episode(
+                    outcome = self._episode(
                         episode, ticket, harness_dir, scratch_root, config, base_url, deadline
                     )
+                    finished.tick()
+                    return outcome
 
                 with ThreadPoolExecutor(
                     self._concurrency, thread_name_prefix="sia-episode"
@@ -326,6 +333,23 @@ def _write_harness(harness: Mapping[str, bytes], directory: Path) -> None:
     for path in directory.rglob("*"):
         path.chmod(0o555 if path.is_dir() else 0o444)
     directory.chmod(0o555)
+
+
+class _Counter:
+    """Finished episodes, reported from the pool's threads one at a time."""
+
+    def __init__(self, total: int, report: Callable[[int, int], None] | None) -> None:
+        self.total, self.done, self.report = total, 0, report
+        self.lock = threading.Lock()
+        if report is not None:
+            report(0, total)
+
+    def tick(self) -> None:
+        if self.report is None:
+            return
+        with self.lock:
+            self.done += 1
+            self.report(self.done, self.total)
 
 
 def _episode_seed(seed: int, index: int) -> int:

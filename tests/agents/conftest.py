@@ -1,5 +1,3 @@
-from types import ModuleType, SimpleNamespace
-
 import pytest
 
 from sia.agents import RuleFeedbackAgent
@@ -7,27 +5,7 @@ from sia.ports import FeedbackContext
 from statemachine.events import DecisionMade, OutcomeRecorded, RolloutCompleted
 from statemachine.state import LEVERS_BY_MODE, IterationRecord
 from tasks.arith import ArithConfig, ArithTask
-
-
-class FakeClient:
-    """An OpenAI-compatible client double: replies from a script, records every call."""
-
-    def __init__(self, *replies: str) -> None:
-        self.replies = list(replies) or [""]
-        self.calls: list[dict] = []
-        self.chat = SimpleNamespace(completions=SimpleNamespace(create=self._create))
-
-    def _create(self, *, model, messages, max_tokens, temperature):
-        self.calls.append({"messages": messages, "temperature": temperature})
-        text = self.replies[min(len(self.calls), len(self.replies)) - 1]
-        message = SimpleNamespace(role="assistant", content=text)
-        return SimpleNamespace(choices=[SimpleNamespace(index=0, message=message)])
-
-
-def load_agent(files) -> ModuleType:
-    module = ModuleType("harness_agent")
-    exec(compile(files["agent.py"], "agent.py", "exec"), module.__dict__)
-    return module
+from tests.support.clients import FakeClient, load_agent
 
 
 def rollout(

@@ -14,6 +14,7 @@ from statemachine.state import LEVERS_BY_MODE
 ALL_OPERATORS = (
     "answer-format",
     "switch-extraction",
+    "completion-prompt",
     "few-shot",
     "retry-on-parse-failure",
     "self-consistency",
@@ -87,9 +88,19 @@ def test_no_successes_shows_examples(feedback, template, make_context, make_roll
     decision = feedback.decide(make_context("w+h", template, make_rollout(0.0)))
     assert decision.lever == "edit"
     assert "no-successes" in decision.rules
-    assert decision.edit["operator"] == "few-shot"
-    few_shot = json.loads(decision.edit["files"]["harness.json"])["few_shot"]
+    assert decision.edit["operator"] == "completion-prompt"
+    config = json.loads(decision.edit["files"]["harness.json"])
+    assert config["prompt_format"] == "completion"
+    few_shot = config["few_shot"]
     assert len(few_shot) == 2 and all(set(s) == {"item", "answer"} for s in few_shot)
+
+
+def test_no_successes_after_the_pattern_was_tried_shows_chat_examples(
+    feedback, template, make_context, make_rollout, make_record
+):
+    history = [make_record(1, "edit", operator="completion-prompt", delta=0.0, accepted=False)]
+    decision = feedback.decide(make_context("w+h", template, make_rollout(0.0), history))
+    assert decision.edit["operator"] == "few-shot"
 
 
 def test_without_train_examples_few_shot_is_skipped(template, make_context, make_rollout):
@@ -237,10 +248,31 @@ def test_mode_h_always_finds_an_edit(feedback, template, make_context, make_reco
         history.append(
             make_record(i, "edit", operator=decision.edit["operator"], delta=-0.01, accepted=False)
         )
-    assert set(operators[:5]) == set(ALL_OPERATORS)
-    assert operators[5:] == ["reword-instruction"] * 6
+    assert set(operators[:6]) == set(ALL_OPERATORS)
+    assert operators[6:] == ["reword-instruction"] * 5
     # The rewordings never propose the same prompt twice in a row.
-    assert all(a != b for a, b in itertools.pairwise(prompts[5:]))
+    assert all(a != b for a, b in itertools.pairwise(prompts[6:]))
+
+
+def test_mode_h_reselects_examples_once_the_pattern_is_kept(
+    feedback, template, make_context, make_record, make_rollout
+):
+    """A completion-format harness has no instruction to reword: other examples are shown."""
+    files = with_edit(template, feedback.operators[2].apply(template).to_payload())
+    history = [
+        make_record(i + 1, "edit", operator=name, delta=0.0, accepted=name == "completion-prompt")
+        for i, name in enumerate(ALL_OPERATORS)
+    ]
+    shown = [read_config(files)["few_shot"]]
+    for i in range(len(history) + 1, len(history) + 4):
+        decision = feedback.decide(make_context("h", files, make_rollout(0.3), history))
+        assert decision.edit["operator"] == "reselect-few-shot"
+        shown.append(json.loads(decision.edit["files"]["harness.json"])["few_shot"])
+        history.append(
+            make_record(i, "edit", operator="reselect-few-shot", delta=-0.01, accepted=False)
+        )
+    firsts = [[shot["item"]["id"] for shot in shots] for shots in shown]
+    assert len({tuple(ids) for ids in firsts}) == len(firsts)
 
 
 def test_accepted_edits_stack_until_training(
@@ -262,10 +294,25 @@ def test_accepted_edits_stack_until_training(
                 accepted=True,
             )
         )
-    assert levers[:5] == ["edit"] * 5
-    assert levers[5] == "train"
+    # answer-format, completion-prompt (which brings the few-shot examples), self-consistency;
+    # extraction and retry fixes wait for a rollout that shows their failure mode.
+    assert levers[:3] == ["edit"] * 3
+    assert levers[3] == "train"
     config = read_config(files)
-    assert config["samples"] == 5 and config["extraction"] == "first_line"
+    assert config["samples"] == 5 and config["prompt_format"] == "completion"
+    assert config["extraction"] == "last_integer" and config["retries"] == 0
+
+
+def test_symptom_specific_edits_wait_for_their_symptom(
+    feedback, template, make_context, make_rollout
+):
+    clean = feedback.decide(make_context("h", template, make_rollout(0.3)))
+    assert "switch-extraction" not in clean.diagnostics["untried_operators"]
+    assert "retry-on-parse-failure" not in clean.diagnostics["untried_operators"]
+    failing = feedback.decide(make_context("h", template, make_rollout(0.3, parse_failures=2)))
+    assert {"switch-extraction", "retry-on-parse-failure"} <= set(
+        failing.diagnostics["untried_operators"]
+    )
 
 
 def test_decisions_are_deterministic(feedback, template, make_context, make_rollout, make_record):

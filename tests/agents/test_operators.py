@@ -6,8 +6,10 @@ from sia.agents import AgentError
 from sia.agents.operators import (
     ANSWER_FORMATS,
     AnswerFormat,
+    CompletionPrompt,
     FewShot,
     ReduceSampling,
+    ReselectFewShot,
     RetryOnParseFailure,
     RewordInstruction,
     SelfConsistency,
@@ -16,6 +18,7 @@ from sia.agents.operators import (
     read_config,
 )
 
+CONFIG = "harness.json"
 ITEM = {"id": "add-47-38", "question": "What is 47 + 38?", "a": 47, "b": 38}
 
 
@@ -180,3 +183,61 @@ def test_operators_skip_harnesses_without_config(template, operators):
     files = {"agent.py": template["agent.py"]}
     for op in [*operators, RewordInstruction()]:
         assert not op.applies(files), op.name
+
+
+def test_completion_prompt_switches_format_and_brings_examples(
+    template, examples, agent_module, fake_client
+):
+    op = CompletionPrompt(examples, k=2)
+    edited = apply(template, op.apply(template))
+    config = json.loads(edited["harness.json"])
+    assert config["prompt_format"] == "completion"
+    assert config["few_shot"] == [dict(e) for e in examples[:2]]
+    assert not op.applies(edited)
+    client = fake_client(" 85")
+    assert agent_module(edited).solve(client, ITEM, config) == "85"
+    lines = client.calls[0]["prompt"].split("\n")
+    assert lines[-1] == "47 + 38 =" and len(lines) == 3
+
+
+def test_completion_prompt_keeps_examples_already_shown(template, examples):
+    with_shots = apply(template, FewShot(examples, k=1).apply(template))
+    config = json.loads(CompletionPrompt(examples, k=2).apply(with_shots).files["harness.json"])
+    assert config["few_shot"] == [dict(examples[0])]
+
+
+def test_completion_prompt_needs_a_pattern_and_examples(template, examples):
+    config = read_config(template)
+    del config["completion_template"]
+    assert not CompletionPrompt(examples).applies(
+        {**template, "harness.json": dump_config(config).encode()}
+    )
+    assert not CompletionPrompt(()).applies(template)
+
+
+def test_instructions_do_not_apply_to_a_completion_format_harness(template, examples):
+    edited = apply(template, CompletionPrompt(examples).apply(template))
+    assert not AnswerFormat().applies(edited)
+    assert not RewordInstruction().applies(edited)
+
+
+def test_reselect_few_shot_cycles_through_the_pool(template, task):
+    pool = tuple(task.demonstrations(6))
+    files = apply(template, FewShot(pool, k=2).apply(template))
+
+    def proposed(round_):
+        config = json.loads(ReselectFewShot(pool, k=2, round=round_).apply(files).files[CONFIG])
+        return [shot["item"]["id"] for shot in config["few_shot"]]
+
+    ids = [[e["item"]["id"] for e in pool[i : i + 2]] for i in (0, 2, 4)]
+    assert proposed(0) == ids[1] and proposed(1) == ids[2]
+    # Round 2 comes back to the set the harness shows already: nothing new to propose.
+    assert not ReselectFewShot(pool, k=2, round=2).applies(files)
+    assert proposed(3) == ids[1]
+
+
+def test_reselect_few_shot_needs_shown_examples_and_a_second_set(template, task):
+    pool = tuple(task.demonstrations(3))
+    assert not ReselectFewShot(pool, k=2).applies(template)  # nothing shown yet
+    files = apply(template, FewShot(pool, k=2).apply(template))
+    assert not ReselectFewShot(pool, k=2).applies(files)  # only one full set in the pool

@@ -44,6 +44,7 @@ def call(episode: str, index: int, *, iteration: int = 0, run_id: str = "r1") ->
         logprobs=[-0.5, -1.125],
         finish_reason="stop",
         latency_ms=12.5,
+        completion_text="4\u00e9",
     )
 
 

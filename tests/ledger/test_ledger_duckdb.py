@@ -118,6 +118,30 @@ def test_newer_schema_is_refused(path: Path) -> None:
         DuckDBRecorder(path, read_only=True)
 
 
+def test_schema_1_ledger_is_read_as_is_and_upgraded_by_a_writer(path: Path) -> None:
+    from dataclasses import replace
+
+    from tests.ledger.test_ledger_contract import call
+
+    with DuckDBRecorder(path) as rec:
+        rec.append_calls([call("e1", 0)])
+    # What a schema-1 file looks like: no completion_text column, version 1.
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE calls DROP COLUMN completion_text")
+    con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    con.close()
+    with DuckDBRecorder(path, read_only=True) as reader:
+        (old,) = reader.read_calls("r1")
+    assert old == replace(call("e1", 0), completion_text="")
+    with DuckDBRecorder(path) as writer:
+        writer.append_calls([replace(call("e2", 0), completion_text="85")])
+        texts = [row.completion_text for row in writer.read_calls("r1")]
+    assert texts == ["", "85"]
+    con = duckdb.connect(str(path), read_only=True)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    con.close()
+
+
 def test_missing_table_is_corrupt(path: Path) -> None:
     DuckDBRecorder(path).close()
     con = duckdb.connect(str(path))

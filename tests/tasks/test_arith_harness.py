@@ -111,6 +111,23 @@ def test_few_shot_examples_use_the_user_template(agent, config, fake_client):
     ]
 
 
+def test_completion_format_continues_a_solved_pattern(agent, config, fake_client):
+    shot = {"item": {"id": "add-12-30", "question": "What is 12 + 30?", "a": 12, "b": 30}}
+    config = {**config, "prompt_format": "completion", "few_shot": [{**shot, "answer": "42"}]}
+    client = fake_client(" 85")
+    assert agent.solve(client, ITEM, config) == "85"
+    (call,) = client.calls
+    assert call["prompt"] == "12 + 30 = 42\n47 + 38 ="
+    # The answer is the rest of the line; the model's next made-up line is never sampled.
+    assert call["stop"] == ["\n"]
+    assert "messages" not in call
+
+
+def test_unknown_prompt_format_is_an_error(agent, config, fake_client):
+    with pytest.raises(ValueError, match="prompt_format"):
+        agent.solve(fake_client("85"), ITEM, {**config, "prompt_format": "telepathy"})
+
+
 def test_solve_runs_on_every_public_item_of_the_task(agent, config, fake_client, small_arith):
     for item_id in small_arith.item_ids("val"):
         item = small_arith.item(item_id)

@@ -145,6 +145,7 @@ def test_harness_template_files():
     assert all(isinstance(data, bytes) for data in files.values())
     config = json.loads(files["harness.json"])
     assert config == {
+        "prompt_format": "chat",
         "system_prompt": config["system_prompt"],
         "user_template": "What is {a} + {b}?",
         "max_tokens": 16,
@@ -152,6 +153,7 @@ def test_harness_template_files():
         "extraction": "last_integer",
         "retries": 0,
         "few_shot": [],
+        "completion_template": "{a} + {b} =",
     }
     # Every prompt token costs a 135M model accuracy.
     assert len(config["system_prompt"].split()) <= 16

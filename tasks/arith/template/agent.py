@@ -10,7 +10,11 @@ Every behaviour is switched by the config (prompt, few-shot, extraction, retries
 so a harness edit is a small config change that reads well in a diff. The standard library
 is all this file needs: it runs in a sandboxed process next to nothing else.
 
-Config keys: ``system_prompt``, ``user_template`` (``str.format`` over the item),
+Config keys: ``prompt_format`` (``chat``: system prompt, few-shot turns and
+``user_template`` as chat messages; ``completion``: a plain-text pattern to continue, each
+few-shot example and then the question rendered with ``completion_template`` and the
+reply cut at the end of the line), ``system_prompt``, ``user_template`` and
+``completion_template`` (``str.format`` over the item),
 ``few_shot`` (``[{"item": {...}, "answer": "..."}]``), ``max_tokens``, ``temperature``,
 ``extraction`` (``last_integer`` | ``first_integer`` | ``first_line``), ``retries`` and
 ``retry_temperature`` (resample when no integer was found), ``samples`` and
@@ -21,7 +25,7 @@ import re
 from collections import Counter
 from typing import Any
 
-__all__ = ["EXTRACTORS", "build_messages", "extract", "solve"]
+__all__ = ["EXTRACTORS", "build_messages", "build_prompt", "extract", "solve"]
 
 # A minus sign counts only when it is not an operator between two numbers ("47-38").
 _INTEGER = re.compile(r"(?<![0-9])-?[0-9]+")
@@ -73,17 +77,36 @@ def build_messages(item: dict, config: dict) -> list[dict[str, str]]:
     return messages
 
 
-def _complete(client, messages, config, temperature):
-    response = client.chat.completions.create(
-        model=config.get("model", "policy"),
-        messages=messages,
-        max_tokens=int(config.get("max_tokens", 16)),
-        temperature=temperature,
-    )
+def build_prompt(item: dict, config: dict) -> str:
+    """The plain-text pattern for ``completion`` format: solved examples, then the question.
+
+    An instruct model asked in chat tends to explain instead of answering; the same
+    question as the next line of a solved pattern is continued with just the answer.
+    """
+    template = config.get("completion_template", "{question}")
+    lines = [
+        f"{template.format_map(shot['item'])} {shot['answer']}"
+        for shot in config.get("few_shot", [])
+    ]
+    return "\n".join([*lines, template.format_map(item)])
+
+
+def _complete(client, item, config, temperature):
+    common = {
+        "model": config.get("model", "policy"),
+        "max_tokens": int(config.get("max_tokens", 16)),
+        "temperature": temperature,
+    }
+    if config.get("prompt_format", "chat") == "completion":
+        response = client.completions.create(
+            prompt=build_prompt(item, config), stop=["\n"], **common
+        )
+        return response.choices[0].text or ""
+    response = client.chat.completions.create(messages=build_messages(item, config), **common)
     return response.choices[0].message.content or ""
 
 
-def _answer(client, messages, config, retry):
+def _answer(client, item, config, retry):
     samples = max(1, int(config.get("samples", 1)))
     temperature = float(config.get("temperature", 0.0))
     if samples > 1:
@@ -93,7 +116,7 @@ def _answer(client, messages, config, retry):
         temperature = max(temperature, float(config.get("retry_temperature", 0.7)))
     strategy = config.get("extraction", "last_integer")
     votes = [
-        extract(_complete(client, messages, config, temperature), strategy) for _ in range(samples)
+        extract(_complete(client, item, config, temperature), strategy) for _ in range(samples)
     ]
     votes = [vote for vote in votes if vote is not None]
     # most_common keeps first-seen order among ties, so the vote is deterministic.
@@ -102,9 +125,12 @@ def _answer(client, messages, config, retry):
 
 def solve(client: Any, item: dict, config: dict) -> str:
     """Solve one episode; the final answer string, ``""`` when no integer was found."""
-    messages = build_messages(item, config)
+    if config.get("prompt_format", "chat") not in ("chat", "completion"):
+        raise ValueError(
+            f"unknown prompt_format {config['prompt_format']!r}; use chat or completion"
+        )
     for attempt in range(1 + max(0, int(config.get("retries", 0)))):
-        answer = _answer(client, messages, config, retry=attempt > 0)
+        answer = _answer(client, item, config, retry=attempt > 0)
         if answer is not None:
             return answer
     return ""
