@@ -74,7 +74,9 @@ class CallRow:
 
     ``logprobs`` are stored at float32 precision by every backend, so what is read back is
     the float32 rounding of what was appended. ``completion_text`` is the reply as the
-    harness received it (empty in ledgers written before schema 2).
+    harness received it; ``temperature`` and ``top_p`` are the sampling parameters the
+    logprobs refer to (0 = greedy). Ledgers written before schema 2 read back as ``""`` and
+    ``None``.
     """
 
     run_id: str
@@ -91,6 +93,8 @@ class CallRow:
     finish_reason: str
     latency_ms: float
     completion_text: str = ""
+    temperature: float | None = None
+    top_p: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,11 @@ SCHEMA_VERSION = 2
 #: open. Each only adds, so a reader of an old file sees the old columns and the record
 #: types fill the new ones with their defaults.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: ("ALTER TABLE calls ADD COLUMN completion_text VARCHAR DEFAULT ''",),
+    1: (
+        "ALTER TABLE calls ADD COLUMN completion_text VARCHAR DEFAULT ''",
+        "ALTER TABLE calls ADD COLUMN temperature DOUBLE",
+        "ALTER TABLE calls ADD COLUMN top_p DOUBLE",
+    ),
 }
 
 TABLES = ("meta", "events", "runs", "calls", "episodes")
@@ -72,7 +76,9 @@ DDL = (
         logprobs FLOAT[] NOT NULL,
         finish_reason VARCHAR NOT NULL,
         latency_ms DOUBLE NOT NULL,
-        completion_text VARCHAR DEFAULT ''
+        completion_text VARCHAR DEFAULT '',
+        temperature DOUBLE,
+        top_p DOUBLE
     )
     """,
     """
@@ -121,6 +127,8 @@ CALLS_ARROW = pa.schema(
         ("finish_reason", pa.string()),
         ("latency_ms", pa.float64()),
         ("completion_text", pa.string()),
+        ("temperature", pa.float64()),
+        ("top_p", pa.float64()),
     ]
 )
 

@@ -25,6 +25,22 @@ class RunConfig:
     seed: int = field(default=0, metadata={"help": "seeds batches, sampling and training"})
     budget: Budget = field(default_factory=Budget, metadata={"help": "when the run stops"})
     batch_size: int = field(default=16, metadata={"help": "train items per rollout"})
+    group_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "episodes per item in a rollout (groups give GRPO its baseline and DPO its "
+            "pairs); default 1 in mode h, 4 when training is possible"
+        },
+    )
+    rollout_temperature: float | None = field(
+        default=None,
+        metadata={
+            "help": "temperature forced on rollout calls so that groups differ; default: the "
+            "harness's own in mode h, 1.0 when training is possible"
+        },
+    )
+    lora_rank: int = field(default=8, metadata={"help": "LoRA rank of trained adapters"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / rank)"})
     policy: str = field(
         default="smollm2-135m-instruct",
         metadata={
@@ -55,6 +71,20 @@ class RunConfig:
             raise ConfigError(f"mode must be one of {sorted(LEVERS_BY_MODE)}, got {self.mode!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        trains = "train" in LEVERS_BY_MODE[self.mode]
+        # Resolved here, so the stored config says what the run actually did.
+        if self.group_size is None:
+            object.__setattr__(self, "group_size", 4 if trains else 1)
+        if self.rollout_temperature is None and trains:
+            object.__setattr__(self, "rollout_temperature", 1.0)
+        if self.group_size < 1:
+            raise ConfigError(f"group_size must be ≥ 1, got {self.group_size}")
+        if self.rollout_temperature is not None and not 0 <= self.rollout_temperature <= 5:
+            raise ConfigError(
+                f"rollout_temperature must be in [0, 5], got {self.rollout_temperature}"
+            )
+        if self.lora_rank < 1 or self.lora_alpha < 1:
+            raise ConfigError("lora_rank and lora_alpha must be ≥ 1")
         if not isinstance(self.budget, Budget):
             raise ConfigError("budget must be a Budget")
         if self.backend not in BACKENDS:

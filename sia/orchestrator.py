@@ -218,7 +218,10 @@ class Orchestrator:
             raise EffectFailed(f"task {self.c.task.id} has no train items")
         size = min(int(state.config.get("batch_size", 16)), len(ids))
         chosen = random.Random(step.seed).sample(ids, size)
-        return [ev.BatchPlanned(iteration=step.iteration, item_ids=tuple(chosen), seed=step.seed)]
+        # Each item runs group_size times, side by side: one group per item.
+        group = int(state.config.get("group_size") or 1)
+        batch = tuple(item for item in chosen for _ in range(group))
+        return [ev.BatchPlanned(iteration=step.iteration, item_ids=batch, seed=step.seed)]
 
     def _adapter_path(self, tag: str | None) -> Path | None:
         if tag is None:
@@ -236,6 +239,7 @@ class Orchestrator:
                 adapter_path=self._adapter_path(step.adapter_tag),
                 item_ids=step.item_ids,
                 seed=state.seed + step.iteration,
+                temperature=state.config.get("rollout_temperature"),
             )
         )
         return [

@@ -62,6 +62,7 @@ class RolloutRequest:
     adapter_path: Path | None
     item_ids: tuple[str, ...]
     seed: int
+    temperature: float | None = None  # forced on every call; None: the harness's own
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ read command prints machine-readable output instead of tables.
 
 from __future__ import annotations
 
-from sia.cli import catalog, read, write  # noqa: F401 - each registers its commands on ``cli``
+# Each module registers its commands on ``cli`` when imported.
+from sia.cli import catalog, episodes, read, write  # noqa: F401
 from sia.cli.main import cli
 
 __all__ = ["cli", "main"]

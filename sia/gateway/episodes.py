@@ -14,7 +14,9 @@ class EpisodeTicket:
 
     ``max_calls`` bounds the number of model calls and ``max_tokens`` the completion tokens
     of the whole episode. ``seed``, when set, makes unseeded sampling calls reproducible:
-    call ``k`` samples with a seed derived from ``(seed, k)``.
+    call ``k`` samples with a seed derived from ``(seed, k)``. ``temperature``, when set,
+    replaces the one every call asks for: rollouts that feed training must explore, even
+    under a harness that decodes greedily (the call row records what was used).
     """
 
     run_id: str
@@ -25,6 +27,7 @@ class EpisodeTicket:
     max_calls: int = 32
     max_tokens: int = 4096
     seed: int | None = None
+    temperature: float | None = None
 
 
 @dataclass(frozen=True)

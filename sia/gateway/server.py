@@ -218,7 +218,7 @@ class Gateway:
             messages=call.messages,
             prompt=call.prompt,
             max_tokens=granted,
-            temperature=call.temperature,
+            temperature=call.temperature if ticket.temperature is None else ticket.temperature,
             top_p=call.top_p,
             seed=call.seed if call.seed is not None else _call_seed(ticket, index),
             stop=call.stop,
@@ -231,7 +231,7 @@ class Gateway:
             return _error(500, "generation_failed", f"{type(error).__name__}: {error}")
         latency_ms = (time.perf_counter() - started) * 1000.0
         budget.settle(granted, generation.usage.completion_tokens)
-        self._record(ticket, index, call, generation, latency_ms)
+        self._record(ticket, index, call, gen_request, generation, latency_ms)
         body = completion_response(
             call,
             generation,
@@ -255,6 +255,7 @@ class Gateway:
         ticket: EpisodeTicket,
         index: int,
         call: ParsedCall,
+        request: GenRequest,
         generation: Generation,
         latency_ms: float,
     ) -> None:
@@ -274,6 +275,8 @@ class Gateway:
             finish_reason=generation.finish_reason,
             latency_ms=latency_ms,
             completion_text=generation.text,
+            temperature=request.temperature,
+            top_p=request.top_p,
         )
         with self._lock:
             self._calls.append(row)

@@ -122,6 +122,7 @@ class HarnessRunner:
             adapter_tag=request.adapter_tag,
             adapter_path=request.adapter_path,
             episodes=episodes,
+            temperature=request.temperature,
         )
         metrics = summarise(outcomes, calls)
         failures = sum(1 for outcome in outcomes if outcome.status != "ok")
@@ -167,6 +168,7 @@ class HarnessRunner:
         adapter_tag: str | None,
         adapter_path: Path | None,
         episodes: Sequence[_Episode],
+        temperature: float | None = None,
     ) -> tuple[list[EpisodeOutcome], list[CallRow]]:
         config = _config(harness)
         base_url = self._gateway.start()
@@ -195,6 +197,7 @@ class HarnessRunner:
                         max_calls=self._budget.max_calls,
                         max_tokens=self._budget.max_tokens,
                         seed=episode.seed,
+                        temperature=temperature,
                     )
                     outcome = self._episode(
                         episode, ticket, harness_dir, scratch_root, config, base_url, deadline

@@ -260,3 +260,23 @@ def _post(gateway: Gateway, path: str, body: dict, headers: dict[str, str]) -> t
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def test_a_ticket_temperature_replaces_the_calls_and_is_recorded(
+    gateway: Gateway, backend: ScriptedBackend
+) -> None:
+    explore = client_for(gateway, gateway.register_episode(ticket("ep-x", temperature=1.0)))
+    plain = client_for(gateway, gateway.register_episode(ticket("ep-p")))
+    for client in (explore, plain):
+        client.chat.completions.create(
+            model="policy",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=4,
+            temperature=0,
+            top_p=0.9,
+        )
+    sent = [request.temperature for batch in backend.batches for request in batch]
+    rows = {row.episode_id: row for row in gateway.drain_calls()}
+    assert sorted(sent) == [0.0, 1.0]
+    assert (rows["ep-x"].temperature, rows["ep-x"].top_p) == (1.0, 0.9)
+    assert (rows["ep-p"].temperature, rows["ep-p"].top_p) == (0.0, 0.9)

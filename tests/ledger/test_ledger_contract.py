@@ -45,6 +45,8 @@ def call(episode: str, index: int, *, iteration: int = 0, run_id: str = "r1") ->
         finish_reason="stop",
         latency_ms=12.5,
         completion_text="4\u00e9",
+        temperature=0.7,
+        top_p=0.95,
     )
 
 

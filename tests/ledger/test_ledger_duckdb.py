@@ -127,12 +127,13 @@ def test_schema_1_ledger_is_read_as_is_and_upgraded_by_a_writer(path: Path) -> N
         rec.append_calls([call("e1", 0)])
     # What a schema-1 file looks like: no completion_text column, version 1.
     con = duckdb.connect(str(path))
-    con.execute("ALTER TABLE calls DROP COLUMN completion_text")
+    for column in ("completion_text", "temperature", "top_p"):
+        con.execute(f"ALTER TABLE calls DROP COLUMN {column}")
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     with DuckDBRecorder(path, read_only=True) as reader:
         (old,) = reader.read_calls("r1")
-    assert old == replace(call("e1", 0), completion_text="")
+    assert old == replace(call("e1", 0), completion_text="", temperature=None, top_p=None)
     with DuckDBRecorder(path) as writer:
         writer.append_calls([replace(call("e2", 0), completion_text="85")])
         texts = [row.completion_text for row in writer.read_calls("r1")]

@@ -171,3 +171,19 @@ def test_kill_between_effect_and_event_then_resume_does_it_once(ws, crash_at, ad
         assert sum(getattr(e, "adopted", False) for e in events) == 1
     else:
         assert resumed_event.reconciled == ()
+
+
+@pytest.mark.parametrize(("mode", "group", "temperature"), [("h", 1, None), ("w+h", 4, 1.0)])
+def test_rollouts_run_each_item_as_a_group_at_the_configured_temperature(
+    ws, mode, group, temperature
+):
+    with ws.writer() as rec:
+        orch = orchestrator(ws, rec, mode)
+        state = orch.start("r1", config(mode, 2))
+    rollouts = [c for c in orch.c.runner.calls if hasattr(c, "item_ids")]
+    assert rollouts and all(r.temperature == temperature for r in rollouts)
+    for rec_ in state.iterations[1:]:
+        ids = rec_.item_ids
+        assert len(ids) == 4 * group  # batch_size 4
+        assert all(ids[i : i + group] == (ids[i],) * group for i in range(0, len(ids), group))
+        assert len(set(ids)) == 4
