@@ -5,6 +5,7 @@ from statemachine.errors import ConfigError, SiaError
 __all__ = [
     "ConfigError",
     "EffectFailed",
+    "NoCandidate",
     "RunExists",
     "RunNotResumable",
     "SiaError",
@@ -26,3 +27,8 @@ class RunNotResumable(SiaError):
 
 class EffectFailed(SiaError):
     """A side effect (agent, rollout, training, evaluation) failed for good; the run fails."""
+
+
+class NoCandidate(SiaError):
+    """EDIT or TRAIN could not produce a candidate (no training signal, a patch that does
+    not apply); the iteration is abandoned with this reason and the run goes on."""

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from harness_repo import ArtifactStore, HarnessRepo
 from ledger import NewEvent, Recorder
 from sia.config import RunConfig
-from sia.errors import EffectFailed, RunExists, RunNotResumable
+from sia.errors import EffectFailed, NoCandidate, RunExists, RunNotResumable
 from sia.faults import crash_point
 from sia.history import run_state
 from sia.ports import (
@@ -109,6 +109,12 @@ class Orchestrator:
                 self.observer.step_started(state, step)
             try:
                 events = self._effects[type(step)](state, step)
+            except NoCandidate as exc:
+                assert isinstance(step, ApplyEdit | TrainAdapter), step
+                phase = "EDIT" if isinstance(step, ApplyEdit) else "TRAIN"
+                events = [
+                    ev.CandidateAbandoned(iteration=step.iteration, phase=phase, reason=str(exc))
+                ]
             except EffectFailed as exc:
                 phase = state.phase.value if state.phase else "PLAN"
                 events = [ev.RunFailed(phase=phase, error=str(exc))]

@@ -15,6 +15,7 @@ __all__ = [
     "EVENT_TYPES",
     "AdapterTagged",
     "BatchPlanned",
+    "CandidateAbandoned",
     "CandidateAccepted",
     "CandidateRejected",
     "DecisionMade",
@@ -156,6 +157,17 @@ class CandidateAccepted(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CandidateAbandoned(Event):
+    """EDIT or TRAIN produced no candidate (a patch that does not apply, training data
+    without signal): the iteration closes as rejected, with the reason, and is not evaluated.
+    """
+
+    iteration: int
+    phase: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class CandidateRejected(Event):
     iteration: int
     score: float
@@ -209,6 +221,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         Evaluated,
         CandidateAccepted,
         CandidateRejected,
+        CandidateAbandoned,
         OutcomeRecorded,
         RunResumed,
         RunFinished,

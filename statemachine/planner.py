@@ -201,12 +201,12 @@ def next_step(state: RunState, *, now: float) -> Step | None:
             return _enter(Phase(lever.name), it, lever)
         case Phase.EDIT:
             assert cur.decision is not None and state.best is not None
-            if cur.harness_commit is None:
+            if cur.harness_commit is None and cur.abandoned is None:
                 return ApplyEdit(it, state.best.harness_commit, cur.decision)
             return _enter(Phase.EVAL, it, Trigger.EVALUATE)
         case Phase.TRAIN:
             assert cur.decision is not None and state.best is not None
-            if cur.adapter_tag is None:
+            if cur.adapter_tag is None and cur.abandoned is None:
                 return TrainAdapter(
                     it,
                     state.best.harness_commit,
@@ -223,7 +223,7 @@ def next_step(state: RunState, *, now: float) -> Step | None:
 def _after_eval(state: RunState, now: float) -> Step:
     cur = state.current
     assert cur is not None
-    if cur.score is None:
+    if cur.score is None and cur.abandoned is None:
         cand = state.candidate
         assert cand is not None
         return Evaluate(cur.iteration, "val", cand)

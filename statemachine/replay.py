@@ -49,6 +49,7 @@ def _iteration(rec: IterationRecord) -> dict[str, Any]:
         "adapter_tag": rec.adapter_tag,
         "val_score": rec.score,
         "accepted": rec.accepted,
+        "abandoned": rec.abandoned,
         "delta": rec.outcome.delta if rec.outcome else None,
     }
 

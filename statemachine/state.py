@@ -67,6 +67,7 @@ class IterationRecord:
     eval_metrics: dict[str, Any] = field(default_factory=dict)
     accepted: bool | None = None
     outcome: ev.OutcomeRecorded | None = None
+    abandoned: str | None = None  # why EDIT/TRAIN produced no candidate
 
 
 class History(Sequence[IterationRecord]):
@@ -294,6 +295,14 @@ def _fact(state: RunState, event: ev.Event) -> RunState:
             cur = replace(cur, accepted=accepted)
             if accepted:
                 state = replace(state, best=state.candidate)
+        case ev.CandidateAbandoned():
+            if event.phase not in (Phase.EDIT.value, Phase.TRAIN.value):
+                raise InvalidEvent(f"only EDIT or TRAIN can abandon a candidate, not {event.phase}")
+            cur = _need(state, Phase(event.phase), event)
+            made = cur.harness_commit if event.phase == Phase.EDIT.value else cur.adapter_tag
+            if made is not None or cur.abandoned is not None:
+                raise InvalidEvent(f"iteration {cur.iteration} already has its candidate")
+            cur = replace(cur, abandoned=event.reason, accepted=False)
         case ev.OutcomeRecorded():
             cur = replace(_need(state, Phase.EVAL, event), outcome=event)
         case _:

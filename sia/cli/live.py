@@ -138,6 +138,8 @@ def _line(event: ev.Event) -> str | None:
             return f"  iteration {i}: [green]accepted[/] ({before} → {score:.3f})"
         case ev.CandidateRejected(iteration=i, score=score, best_score=best):
             return f"  iteration {i}: [yellow]rejected[/] ({score:.3f} ≤ best {best:.3f})"
+        case ev.CandidateAbandoned(iteration=i, phase=phase, reason=reason):
+            return f"  iteration {i}: [yellow]abandoned in {phase}[/]: {reason}"
         case ev.RunFailed(phase=phase, error=error):
             return f"[red]run failed in {phase}[/]: {error}"
     return None
@@ -171,6 +173,8 @@ def score_table(state: RunState) -> Table:
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
     for rec in state.iterations:
         verdict = {True: "accepted", False: "rejected", None: "-"}[rec.accepted]
+        if rec.abandoned is not None:
+            verdict = "abandoned"
         if rec.iteration == 0 and rec.score is not None:
             verdict = "baseline"
         test = _score(state.test_score) if rec.iteration == best else ""

@@ -133,6 +133,8 @@ def _print_timeline(data: dict) -> None:
             table.add_column(col, overflow="fold")
         for it in data["iterations"]:
             verdict = {True: "accepted", False: "rejected", None: "-"}[it["accepted"]]
+            if it["abandoned"]:
+                verdict = "abandoned"
             table.add_row(
                 str(it["iteration"]),
                 "→".join(it["phases"]),
@@ -169,6 +171,8 @@ def _print_reasons(console: Console, iterations: list[dict]) -> None:
             console.print(f"expected: {it['expected_effect']}", markup=False)
         if it["delta"] is not None:
             console.print(f"outcome: validation {it['delta']:+.3f}", markup=False)
+        if it["abandoned"]:
+            console.print(f"outcome: abandoned, no candidate: {it['abandoned']}", markup=False)
 
 
 @cli.command()

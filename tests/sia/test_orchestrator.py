@@ -187,3 +187,23 @@ def test_rollouts_run_each_item_as_a_group_at_the_configured_temperature(
         assert len(ids) == 4 * group  # batch_size 4
         assert all(ids[i : i + group] == (ids[i],) * group for i in range(0, len(ids), group))
         assert len(set(ids)) == 4
+
+
+def test_a_train_without_signal_abandons_the_iteration_and_the_run_goes_on(ws):
+    from tests.support.scripted import ABANDON_REASON, ABANDONED_TRAIN
+
+    with ws.writer() as rec:
+        state = orchestrator(ws, rec, "w+h").start("r1", config("w+h", ABANDONED_TRAIN + 1))
+        stored = run_state(rec, "r1")
+    assert state.status == "done" and stored == state
+    assert structure(state) == structure(
+        __import__("statemachine").fold(
+            "r1", simulate("r1", iterations=ABANDONED_TRAIN + 1, mode="w+h")
+        )
+    )
+    abandoned = state.iterations[ABANDONED_TRAIN]
+    assert abandoned.abandoned == ABANDON_REASON and abandoned.accepted is False
+    assert abandoned.score is None and abandoned.adapter_tag is None
+    assert abandoned.phases == ("PLAN", "ROLLOUT", "FEEDBACK", "TRAIN", "EVAL")
+    assert state.iterations[ABANDONED_TRAIN + 1].accepted is not None  # the next one ran
+    assert f"lora/r1/{ABANDONED_TRAIN}" not in ws.repo().adapter_tags("r1")

@@ -9,7 +9,7 @@ from tests.support.scripted import simulate
 
 
 def test_every_event_type_round_trips():
-    envs = simulate("r", iterations=4)
+    envs = simulate("r", iterations=8)
     seen = set()
     for env in envs:
         name, version, payload = encode(env.event)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sia.errors import NoCandidate
 from sia.ports import (
     EvalRequest,
     EvalResult,
@@ -48,6 +49,11 @@ def fake_sha(*parts: object) -> str:
 def val_score(iteration: int) -> float:
     """A script with gains and setbacks: odd iterations improve, every third regresses."""
     return round(0.2 + 0.05 * iteration - (0.3 if iteration % 3 == 2 else 0.0), 4)
+
+
+#: The iteration whose TRAIN finds no signal and abandons its candidate.
+ABANDONED_TRAIN = 8
+ABANDON_REASON = "grpo: every group scored alike; no advantage to follow"
 
 
 def lever_for(iteration: int, mode: str) -> str:
@@ -139,6 +145,8 @@ def simulate(run_id: str, *, iterations: int, mode: str = "w+h", seed: int = 0) 
                         )
                     ]
                 )
+            case TrainAdapter() if step.iteration == ABANDONED_TRAIN:
+                push([ev.CandidateAbandoned(step.iteration, "TRAIN", ABANDON_REASON)])
             case TrainAdapter():
                 tag = f"lora/{run_id}/{step.iteration}"
                 digest = hashlib.sha256(tag.encode()).hexdigest()
@@ -232,6 +240,8 @@ class ScriptedTrainer:
 
     def train(self, request: TrainRequest) -> TrainedAdapter:
         self.calls.append(request)
+        if request.iteration == ABANDONED_TRAIN:
+            raise NoCandidate(ABANDON_REASON)
         out = self.workdir / f"adapter-{request.run_id}-{request.iteration}"
         out.mkdir(parents=True, exist_ok=True)
         (out / "adapter_config.json").write_text('{"r": 8}\n')
