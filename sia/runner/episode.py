@@ -11,12 +11,22 @@ and prints one JSON line on stdout: ``{"ok": true, "answer": "..."}`` or
 ``{"ok": false, "reason": "..."}``. Anything the harness itself prints goes to stderr, so
 it cannot forge or garble the result line.
 
+Before ``agent.py`` is imported, the sandbox guard (``guard.py``, loaded by path) is
+installed: reads only under the harness folder, scratch and the Python installation, writes
+only under scratch, no processes, loopback sockets only. Each refused action also writes a
+``{"violation": "..."}`` line to the result pipe at once, so the runner fails the episode
+even when the harness catches the ``PermissionError``. Started as
+``episode.py --landlock <port> <harness_dir>``, the script first confines itself with
+Landlock (Linux) and then re-execs itself without the flag: the harness runs in a process
+that never loaded ``ctypes`` and can never leave the Landlock domain.
+
 This file imports only the standard library and ``openai``: it runs next to untrusted
 harness code and must not pull in the project (whose task modules can rebuild the labels).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -28,9 +38,14 @@ from typing import Any
 __all__ = ["main"]
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
+_HERE = Path(__file__).resolve()
+_GUARD = _HERE.with_name("guard.py")
+_LANDLOCK_FLAG = "--landlock"
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 4 and argv[1] == _LANDLOCK_FLAG:
+        return _confine_and_exec(argv[2], argv[3])
     result = os.fdopen(os.dup(1), "w", encoding="utf-8")
     # From here on fd 1 is stderr: harness prints, even from C code, never reach the result.
     os.dup2(2, 1)
@@ -40,8 +55,15 @@ def main(argv: list[str]) -> int:
         job = json.loads(sys.stdin.read())
         _limit(int(job["memory_mb"]), int(job["cpu_seconds"]))
         _seal()
-        harness = _load_agent(Path(argv[1]))
+        guard = _load_guard()
         client = _client(job)
+        harness_dir = Path(argv[1])
+        # Everything the trusted start-up reads is read before the guard goes up; after
+        # it, only the allowlist (and these two files, for tracebacks) can be opened.
+        policy = guard.episode_policy(harness_dir, os.getcwd(), extra_read=(_HERE, _GUARD))
+        guard.install(policy, result.fileno())
+        del guard, policy
+        harness = _load_agent(harness_dir)
         answer = harness.solve(client, job["item"], job["config"])
     except SystemExit as stop:
         return _report(result, {"ok": False, "reason": f"harness called sys.exit({stop.code!r})"})
@@ -58,6 +80,34 @@ def main(argv: list[str]) -> int:
             {"ok": False, "reason": f"solve returned {type(answer).__name__}, not str"},
         )
     return _report(result, {"ok": True, "answer": answer})
+
+
+def _confine_and_exec(port: str, harness_dir: str) -> int:
+    """Stage one: enter a Landlock domain, then become the real episode process."""
+    try:
+        guard = _load_guard()
+        policy = guard.episode_policy(harness_dir, os.getcwd(), extra_read=(_HERE, _GUARD))
+        ports = [int(port)] if int(port) > 0 else []
+        if guard.apply_landlock(policy, tcp_ports=ports) < 1:
+            raise OSError("Landlock is not available")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-I", "-B", str(_HERE), harness_dir])
+    except BaseException as error:
+        traceback.print_exc()
+        reason = f"sandbox: cannot confine the episode: {_describe(error)}"
+        return _report(sys.stdout, {"ok": False, "reason": reason})
+    return 1  # not reached: execv does not return
+
+
+def _load_guard() -> Any:
+    """``guard.py`` by path: the project is not importable here, and must not be."""
+    spec = importlib.util.spec_from_file_location("_sia_episode_guard", _GUARD)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {_GUARD}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _limit(memory_mb: int, cpu_seconds: int) -> None:
@@ -109,12 +159,17 @@ def _load_agent(directory: Path) -> Any:
 def _client(job: dict[str, Any]) -> Any:
     import openai
 
-    return openai.OpenAI(
+    client = openai.OpenAI(
         base_url=job["base_url"],
         api_key=job["token"],
         max_retries=0,
         timeout=float(job.get("request_timeout", 60.0)),
     )
+    # The platform headers are computed once and cached; computing them probes the OS
+    # (``uname -p`` in a subprocess, /etc/os-release), which the guard would refuse later.
+    with contextlib.suppress(Exception):
+        client.platform_headers()
+    return client
 
 
 def _describe(error: BaseException) -> str:
@@ -130,4 +185,9 @@ def _report(out: Any, payload: dict[str, Any]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    code = main(sys.argv)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    # The result is out: threads the harness left running must not hold the process open.
+    os._exit(code)

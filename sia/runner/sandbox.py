@@ -1,8 +1,16 @@
-"""Running one episode in its own process: stripped environment, limits, wall-clock timeout."""
+"""Running one episode in its own process: stripped environment, limits, wall-clock timeout.
+
+Inside the process the sandbox guard (``guard.py``) refuses file access outside the harness
+folder, scratch and the Python installation, process spawning and non-loopback sockets; on
+Linux with Landlock the kernel enforces the same file allowlist (see ``guard``). Every
+refusal reaches the result pipe as a ``{"violation": ...}`` line, and any such line fails
+the episode with a ``sandbox`` reason, whatever the harness did with the error.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -12,10 +20,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from sia.runner import episode as _episode_module
+from sia.runner import guard as _guard
 
-__all__ = ["EpisodeLimits", "ProcessOutcome", "episode_env", "run_episode_process"]
+__all__ = [
+    "EpisodeLimits",
+    "ProcessOutcome",
+    "episode_command",
+    "episode_env",
+    "landlock_available",
+    "run_episode_process",
+]
 
 _EPISODE_SCRIPT = Path(_episode_module.__file__).resolve()
 # Enough of stderr to explain a crash without flooding a record.
@@ -23,6 +40,8 @@ _STDERR_TAIL = 2000
 _REAP_TIMEOUT_S = 5.0
 # Variables a harness process needs to run Python at all; everything else stays behind.
 _KEPT = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
+# Set to "0" in the orchestrator's environment to run episodes without Landlock (debugging).
+LANDLOCK_SWITCH = "SIA_EPISODE_LANDLOCK"
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,37 @@ def episode_env(scratch: Path) -> dict[str, str]:
     return env
 
 
+def landlock_available() -> bool:
+    """Whether episodes start inside a Landlock domain (Linux with Landlock, not switched off)."""
+    if os.environ.get(LANDLOCK_SWITCH, "1") == "0":
+        return False
+    return _landlock_abi() > 0
+
+
+@functools.lru_cache(maxsize=1)
+def _landlock_abi() -> int:
+    return _guard.landlock_abi()
+
+
+def episode_command(harness_dir: Path, job: dict[str, Any]) -> list[str]:
+    """The command line of an episode process, with the Landlock stage where available."""
+    # -I: no PYTHON* variables, no user site, and the script's folder is not on sys.path,
+    # so the harness sees only the standard library and site-packages.
+    command = [sys.executable, "-I", "-B", str(_EPISODE_SCRIPT)]
+    if landlock_available():
+        command += ["--landlock", str(_gateway_port(job.get("base_url")))]
+    return [*command, str(harness_dir)]
+
+
+def _gateway_port(base_url: Any) -> int:
+    """The gateway's TCP port (0: unknown, and then TCP is left to the guard alone)."""
+    try:
+        parts = urlsplit(str(base_url))
+        return parts.port or {"http": 80, "https": 443}.get(parts.scheme, 0)
+    except ValueError:
+        return 0
+
+
 def run_episode_process(
     harness_dir: Path, scratch: Path, job: dict[str, Any], limits: EpisodeLimits
 ) -> ProcessOutcome:
@@ -74,9 +124,7 @@ def run_episode_process(
     started = time.perf_counter()
     try:
         process = subprocess.Popen(
-            # -I: no PYTHON* variables, no user site, and the script's folder is not on
-            # sys.path, so the harness sees only the standard library and site-packages.
-            [sys.executable, "-I", "-B", str(_EPISODE_SCRIPT), str(harness_dir)],
+            episode_command(harness_dir, job),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -97,13 +145,17 @@ def run_episode_process(
             # A grandchild that left the process group still holds the pipes open.
             process.kill()
             stdout, stderr = b"", b""
-        return ProcessOutcome(
-            "timeout",
-            None,
-            f"episode exceeded {limits.timeout_s:g}s wall clock",
-            _elapsed(started),
-            _tail(stderr),
-        )
+        reason = f"episode exceeded {limits.timeout_s:g}s wall clock"
+        violations = _violations(_json_lines(stdout))
+        if violations:
+            return ProcessOutcome(
+                "error",
+                None,
+                f"{_violation_reason(violations, caught=True)} (then: {reason})",
+                _elapsed(started),
+                _tail(stderr),
+            )
+        return ProcessOutcome("timeout", None, reason, _elapsed(started), _tail(stderr))
     finally:
         # Children the harness spawned share its process group; none may outlive it.
         _kill_group(process)
@@ -112,8 +164,30 @@ def run_episode_process(
 
 def _classify(code: int, stdout: bytes, stderr: bytes, duration_ms: float) -> ProcessOutcome:
     tail = _tail(stderr)
-    lines = [line for line in stdout.decode("utf-8", "replace").splitlines() if line.strip()]
-    if not lines:
+    lines = _json_lines(stdout)
+    violations = _violations(lines)
+    results = [line for line in lines if isinstance(line, dict) and "ok" in line]
+    if violations:
+        # Whatever the harness made of the refusal, the episode tried what it may not.
+        caught = bool(results) and results[-1].get("ok") is True
+        if code == _guard.LOST_CHANNEL_EXIT and not results:
+            caught = True
+        return ProcessOutcome(
+            "error", None, _violation_reason(violations, caught=caught), duration_ms, tail
+        )
+    if code == _guard.LOST_CHANNEL_EXIT and not results:
+        return ProcessOutcome(
+            "error",
+            None,
+            "sandbox violation: the episode closed its result pipe, then was refused",
+            duration_ms,
+            tail,
+        )
+    if not results:
+        if any(line.strip() for line in stdout.decode("utf-8", "replace").splitlines()):
+            return ProcessOutcome(
+                "error", None, "episode process printed no JSON result", duration_ms, tail
+            )
         if code < 0:
             name = _signal_name(-code)
             if -code == signal.SIGXCPU:
@@ -130,13 +204,8 @@ def _classify(code: int, stdout: bytes, stderr: bytes, duration_ms: float) -> Pr
             duration_ms,
             tail,
         )
-    try:
-        result = json.loads(lines[-1])
-    except json.JSONDecodeError:
-        return ProcessOutcome(
-            "error", None, "episode process printed no JSON result", duration_ms, tail
-        )
-    if not isinstance(result, dict) or not isinstance(result.get("ok"), bool):
+    result = results[-1]
+    if not isinstance(result.get("ok"), bool):
         return ProcessOutcome("error", None, "episode result is malformed", duration_ms, tail)
     if not result["ok"]:
         reason = result.get("reason")
@@ -147,6 +216,37 @@ def _classify(code: int, stdout: bytes, stderr: bytes, duration_ms: float) -> Pr
     if not isinstance(answer, str):
         return ProcessOutcome("error", None, "episode answer is not text", duration_ms, tail)
     return ProcessOutcome("ok", answer, "", duration_ms, tail)
+
+
+def _json_lines(stdout: bytes) -> list[Any]:
+    """The JSON values on the result pipe, one per line; other lines are skipped."""
+    values = []
+    for line in stdout.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            values.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return values
+
+
+def _violations(lines: list[Any]) -> list[str]:
+    return [
+        str(line["violation"])
+        for line in lines
+        if isinstance(line, dict) and "violation" in line and "ok" not in line
+    ]
+
+
+def _violation_reason(violations: list[str], *, caught: bool) -> str:
+    """``sandbox: <first refusal>`` or, when the harness carried on, ``sandbox violation:``."""
+    first = violations[0][:500]
+    more = len(set(violations)) - 1
+    suffix = f" (+{more} more)" if more > 0 else ""
+    if caught:
+        return f"sandbox violation: {first}{suffix} (the harness caught the refusal)"
+    return f"sandbox: {first}{suffix}"
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

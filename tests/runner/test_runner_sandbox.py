@@ -1,7 +1,6 @@
 """One episode process at a time: environment, labels, failures, all without a model."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -71,33 +70,14 @@ def test_failures_are_errors_with_a_reason(tmp_path: Path, source: str, reason: 
     assert reason in outcome.reason
 
 
-def test_hang_is_killed_with_its_children(tmp_path: Path) -> None:
-    marker = tmp_path / "child.pid"
-    source = (
-        "import subprocess, sys, time\n"
-        "def solve(client, item, config):\n"
-        "    child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-        f"    open({str(marker)!r}, 'w').write(str(child.pid))\n"
-        "    time.sleep(60)\n"
-    )
+def test_hang_is_killed(tmp_path: Path) -> None:
+    # A harness cannot start children any more (the guard refuses; see
+    # test_runner_containment), so a hang is the process itself: killed with its group.
+    source = "import time\ndef solve(client, item, config):\n    time.sleep(60)\n"
     outcome = _run(tmp_path, source, timeout=3.0)
     assert outcome.status == "timeout"
     assert "3s" in outcome.reason
     assert outcome.duration_ms < 10_000
-    assert not _alive(int(marker.read_text()))
-
-
-def _alive(pid: int) -> bool:
-    # A killed orphan may linger as a zombie until init reaps it; it runs no code.
-    for _ in range(50):
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except FileNotFoundError:
-            return False
-        if state in ("Z", "X"):
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_environment_holds_no_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
