@@ -446,9 +446,10 @@ def solve(client, item, config):
         while True:
             pass
     if mode == "allocate":
-        grown = bytearray()
+        # Big chunks and no copying: the limit is hit in a few steps even on a busy machine.
+        chunks = []
         while True:
-            grown.extend(bytes(1 << 24))
+            chunks.append(bytearray(1 << 26))
     if mode == "read":
         return open(config["private"]).read()
     if mode == "swallow":
