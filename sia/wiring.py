@@ -6,6 +6,7 @@ commands start fast.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -13,6 +14,7 @@ from ledger import Recorder
 from sia.config import RunConfig
 from sia.ports import Components
 from statemachine.errors import ConfigError
+from statemachine.state import LEVERS_BY_MODE
 
 __all__ = ["check_supported", "open_components"]
 
@@ -29,11 +31,13 @@ def _agents(config: RunConfig, task):
 
 def check_supported(config: RunConfig) -> None:
     """Refuse, before anything is written, a config this installation cannot run."""
-    if config.mode != "h":
-        raise ConfigError(
-            f"mode {config.mode} trains LoRA adapters, and no RL trainer is installed yet; "
-            "use --mode h"
-        )
+    if config.algorithm is not None:
+        from rl.registry import ALGORITHMS
+
+        if config.algorithm not in ALGORITHMS:
+            raise ConfigError(
+                f"unknown algorithm {config.algorithm!r}; known: {', '.join(sorted(ALGORITHMS))}"
+            )
 
 
 def _backend(config: RunConfig):
@@ -51,6 +55,23 @@ def _backend(config: RunConfig):
 
     model, tokenizer = load_model(config.policy)
     return HFPolicy(model, tokenizer)
+
+
+def _trainer(config: RunConfig, recorder: Recorder):
+    """A LoRA trainer on a fresh copy of the policy's base weights (``hf`` only)."""
+    if config.backend != "hf" or "train" not in LEVERS_BY_MODE[config.mode]:
+        return None
+    from sia.models import load_model, model_path
+    from sia.training import LoRATrainer, base_model_digest
+
+    return LoRATrainer(
+        recorder,
+        lambda: load_model(config.policy),
+        base_model=config.policy,
+        base_digest=base_model_digest(model_path(config.policy)),
+        lora_rank=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+    )
 
 
 @contextmanager
@@ -71,6 +92,9 @@ def open_components(
     check_supported(config)
     task = get_task(config.task, seed=config.seed)
     meta, feedback = _agents(config, task)
-    with Gateway(_backend(config)) as gateway:
+    trainer = _trainer(config, recorder)
+    with Gateway(_backend(config)) as gateway, contextlib.ExitStack() as stack:
+        if trainer is not None:
+            stack.enter_context(trainer)
         runner = HarnessRunner(task, gateway, recorder, progress=progress)
-        yield Components(task=task, meta=meta, feedback=feedback, runner=runner, trainer=None)
+        yield Components(task=task, meta=meta, feedback=feedback, runner=runner, trainer=trainer)

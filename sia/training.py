@@ -1,0 +1,164 @@
+"""The TRAIN effect: LoRA adapters trained on the rollouts the ledger recorded.
+
+The trainer never generates. It reads the iteration's rollout episodes and their calls
+(token ids, the logprobs they were sampled with, rewards) back from the ledger, turns
+them into :class:`rl.data.Sample` groups (one group per item), and trains a fresh copy of
+the base model with the chosen algorithm. The serving model stays untouched, so an adapter
+that fails evaluation costs nothing but its training time.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from ledger import Recorder
+from sia.errors import EffectFailed, NoCandidate
+from sia.ports import TrainedAdapter, TrainRequest
+from sia.trajectories import Trajectory, read_trajectories
+
+__all__ = ["LoRATrainer", "base_model_digest", "samples_from"]
+
+
+def samples_from(trajectories: Sequence[Trajectory]) -> list[Any]:
+    """One sample per model call of every finished episode; the item is the group.
+
+    Episodes that crashed or timed out say nothing about the policy (the harness failed),
+    so they are left out; so are calls whose tokens were not recorded (an ``openai``
+    backend without ids). A greedy call's logprobs are the raw distribution's: temperature 1.
+    """
+    from rl.data import Sample
+
+    samples = []
+    for t in trajectories:
+        ep = t.episode
+        if ep.status != "ok" or ep.reward is None:
+            continue
+        for call in t.calls:
+            if not call.completion_ids or len(call.logprobs) != len(call.completion_ids):
+                continue
+            samples.append(
+                Sample(
+                    prompt_ids=tuple(call.prompt_ids),
+                    completion_ids=tuple(call.completion_ids),
+                    logprobs=tuple(float(x) for x in call.logprobs),
+                    reward=float(ep.reward),
+                    group=ep.item_id,
+                    temperature=call.temperature or 1.0,
+                )
+            )
+    return samples
+
+
+def base_model_digest(directory: Path) -> str | None:
+    """The sha256 of the base weights, from the cache manifest (or by hashing the files)."""
+    manifest = directory / "sia-manifest.json"
+    if manifest.is_file():
+        files = json.loads(manifest.read_text()).get("files", {})
+        if "model.safetensors" in files:
+            return str(files["model.safetensors"])
+    from sia.models.cache import sha256_file
+
+    weights = sorted(directory.glob("*.safetensors"))
+    if len(weights) != 1:
+        return None
+    return sha256_file(weights[0])
+
+
+class LoRATrainer:
+    """A :class:`~sia.ports.Trainer` on the ``hf`` backend; a context manager.
+
+    ``load_base`` returns a fresh ``(model, tokenizer)`` of the base for each training, so
+    nothing trained leaks into the model that serves rollouts. Adapters are written under a
+    private temporary folder; the orchestrator stores a copy, and the folder goes at close.
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        load_base: Callable[[], tuple[Any, Any]],
+        *,
+        base_model: str,
+        base_digest: str | None,
+        lora_rank: int = 8,
+        lora_alpha: int = 16,
+        overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    ) -> None:
+        from rl.lora import LoraSettings
+
+        self._recorder = recorder
+        self._load_base = load_base
+        self._base_model = base_model
+        self._base_digest = base_digest
+        self._lora = LoraSettings(rank=lora_rank, alpha=lora_alpha)
+        self._overrides = {name: dict(values) for name, values in (overrides or {}).items()}
+        self._root = Path(tempfile.mkdtemp(prefix="sia-train-"))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    def train(self, request: TrainRequest) -> TrainedAdapter:
+        from rl.errors import RLError
+        from rl.train import train_lora
+
+        algorithm = request.decision.algorithm
+        if not algorithm:
+            raise EffectFailed(f"iteration {request.iteration}: the decision names no algorithm")
+        found = read_trajectories(
+            self._recorder, request.run_id, iteration=request.iteration, purpose="rollout"
+        )
+        samples = samples_from(found)
+        if not samples:
+            raise NoCandidate(
+                f"iteration {request.iteration}: no finished rollout episode with recorded "
+                "tokens to train on"
+            )
+        out = self._root / f"{request.run_id}-{request.iteration}"
+        shutil.rmtree(out, ignore_errors=True)
+        model, tokenizer = self._load_base()
+        try:
+            result = train_lora(
+                model,
+                tokenizer,
+                samples,
+                algorithm,
+                config=self._overrides.get(algorithm),
+                lora=self._lora,
+                seed=request.seed,
+                init_adapter=request.base_adapter_path,
+                out_dir=out,
+            )
+        except RLError as error:
+            # No usable signal (e.g. every group scored alike): no adapter, not a crash.
+            raise NoCandidate(f"{algorithm}: {error}") from error
+        finally:
+            del model
+        return TrainedAdapter(
+            path=result.path,
+            algorithm=result.algorithm,
+            base_model=self._base_model,
+            config={
+                "algorithm": result.config,
+                "lora": result.lora,
+                "base_model_sha256": self._base_digest,
+                "samples": len(samples),
+                "groups": len({s.group for s in samples}),
+            },
+            metrics=result.metrics,
+        )

@@ -1,0 +1,95 @@
+"""`sia run --mode w` and `w+h` end to end on a tiny local model: rollouts in groups, a
+LoRA adapter trained on the recorded calls, tagged, stored, then served for evaluation."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sia.cli import cli
+from sia.models.tiny import build_tiny
+from sia.workspace import Workspace
+from tasks import registry
+from tasks.arith import ArithConfig, ArithTask
+
+
+class AnyNumberTask(ArithTask):
+    """arith's items and harness, but any integer in the reply scores: an untrained tiny
+    model emits a digit byte now and then, so rewards within a group differ."""
+
+    id = "any-number-v1"
+
+    def reward(self, item, answer_text):
+        return 1.0 if answer_text.strip() else 0.0
+
+
+@pytest.fixture(autouse=True)
+def any_number_task(monkeypatch):
+    factories = dict(registry._FACTORIES)
+    factories["any-number-v1"] = lambda seed: AnyNumberTask(
+        seed, ArithConfig(train=20, val=6, test=6)
+    )
+    monkeypatch.setattr(registry, "_FACTORIES", factories)
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    model, tokenizer = build_tiny(seed=0)
+    directory = tmp_path_factory.mktemp("models") / "tiny"
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _run(ws, tiny_dir, mode, *extra, task="any-number"):
+    args = ["--workspace", str(ws), "run", "--mode", mode, "--policy", str(tiny_dir)]
+    args += ["--task", task]
+    args += ["--iterations", "1", "--batch-size", "2", "--run-id", mode, "--json", *extra]
+    return CliRunner().invoke(cli, args)
+
+
+def test_an_unknown_forced_algorithm_is_refused_before_anything_is_written(tmp_path, tiny_dir):
+    out = _run(tmp_path / "ws", tiny_dir, "w", "--algorithm", "sgd-magic")
+    assert out.exit_code == 1 and "unknown algorithm 'sgd-magic'" in out.output
+    assert (
+        not (tmp_path / "ws").exists() or not Workspace.open(tmp_path / "ws").ledger_path.exists()
+    )
+
+
+@pytest.mark.slow
+def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_dir):
+    ws = tmp_path / "ws"
+    out = _run(ws, tiny_dir, "w", "--algorithm", "bon_bc")
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.stdout)
+    assert summary["status"] == "done"
+    replay = json.loads(CliRunner().invoke(cli, ["-w", str(ws), "replay", "w", "--json"]).stdout)
+    assert replay["problems"] == []
+    trained = replay["iterations"][1]
+    assert trained["lever"] == "train" and trained["algorithm"] == "bon_bc"
+    workspace = Workspace.open(ws)
+    with workspace.reader() as rec:
+        rollout = [c for c in rec.read_calls("w", 1) if c.episode_id.startswith("rollout")]
+        evals = [c for c in rec.read_calls("w", 1) if c.episode_id.startswith("eval-val")]
+    # Two items, four episodes each, sampled at the forced temperature.
+    assert len({c.episode_id for c in rollout}) == 8 and {c.temperature for c in rollout} == {1.0}
+    assert trained["abandoned"] is None
+    tag = trained["adapter_tag"]
+    manifest = workspace.repo().adapter_manifest(tag)
+    assert manifest["algorithm"] == "bon_bc" and manifest["config"]["lora"]["rank"] == 8
+    assert workspace.artifacts().exists(manifest["sha256"])
+    # The candidate was evaluated with its adapter applied to every call.
+    assert evals and {c.adapter_tag for c in evals} == {tag}
+
+
+@pytest.mark.slow
+def test_a_train_without_signal_is_abandoned_and_the_run_finishes(tmp_path, tiny_dir):
+    """On real arith the untrained tiny model never scores: nothing to learn from."""
+    ws = tmp_path / "ws"
+    out = _run(ws, tiny_dir, "w", "--algorithm", "grpo", task="arith")
+    assert out.exit_code == 0, out.output
+    replay = json.loads(CliRunner().invoke(cli, ["-w", str(ws), "replay", "w", "--json"]).stdout)
+    it = replay["iterations"][1]
+    assert it["lever"] == "train" and it["accepted"] is False and it["val_score"] is None
+    assert it["abandoned"].startswith("grpo")
+    assert replay["status"] == "done" and replay["problems"] == []
