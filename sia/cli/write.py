@@ -65,6 +65,19 @@ _as_json = click.option(
 @click.option("--wall-seconds", type=float, default=None, help="Wall-time budget.")
 @click.option("--tokens", type=int, default=None, help="Policy token budget.")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Items per rollout.")
+@click.option(
+    "--group-size",
+    type=int,
+    default=None,
+    help="Episodes per item in a rollout [default: 1 in mode h, 4 when training].",
+)
+@click.option(
+    "--rollout-temperature",
+    type=float,
+    default=None,
+    help="Temperature forced on rollout calls [default: the harness's in mode h, else 1.0].",
+)
+@click.option("--lora-rank", type=int, default=8, show_default=True, help="Rank of adapters.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--policy",
@@ -99,6 +112,9 @@ def run(
     wall_seconds: float | None,
     tokens: int | None,
     batch_size: int,
+    group_size: int | None,
+    rollout_temperature: float | None,
+    lora_rank: int,
     seed: int,
     policy: str,
     backend: str,
@@ -121,6 +137,10 @@ def run(
         mode=mode,
         seed=seed,
         batch_size=batch_size,
+        group_size=group_size,
+        rollout_temperature=rollout_temperature,
+        lora_rank=lora_rank,
+        lora_alpha=2 * lora_rank,
         policy=policy,
         backend=backend,
         endpoint=endpoint,
