@@ -3,15 +3,24 @@
 One worker thread owns the backend. It waits for a first request, then gathers others for
 up to ``wait_ms`` (or until ``max_batch``) and runs them in a single ``generate`` call:
 on a CPU with a couple of cores one batched forward pass beats several competing ones.
+
+A backend that also offers ``generate_continuous(requests, admit, finished)`` (``HFPolicy``
+does) is driven with continuous batching instead: requests that arrive while a batch is
+decoding join it between decode steps, up to ``max_batch`` in flight, and each caller is
+answered as soon as its own request finishes. Callers that send their next request on an
+answer (harness processes do) then keep the batch full, instead of splitting into smaller
+batches that each wait for the other to finish.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import queue
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -55,6 +64,7 @@ class MicroBatcher:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        #: Requests per group handed to the backend: a batch, or a group joining a running one.
         self.batch_sizes: list[int] = []
 
     def start(self) -> None:
@@ -111,7 +121,10 @@ class MicroBatcher:
                     pending = item
                     break
                 batch.append(item)
-            self._generate(batch)
+            if pending is None and callable(getattr(self._backend, "generate_continuous", None)):
+                pending = self._generate_continuous(batch)
+            else:
+                self._generate(batch)
             if pending is _STOP:
                 return
             if pending is not None:
@@ -136,6 +149,58 @@ class MicroBatcher:
             return
         for job, result in zip(batch, results, strict=True):
             job.future.set_result(result)
+
+    def _generate_continuous(self, batch: list[_Job]) -> Any:
+        """Run ``batch`` with continuous batching; return a control item that ended admission.
+
+        Admission stops at the first stop or control task in the queue: the batch then
+        drains, and the item runs after it, so no batch straddles an adapter switch.
+        """
+        self.batch_sizes.append(len(batch))
+        arrivals = itertools.count()
+        in_flight: dict[int, _Job] = {next(arrivals): job for job in batch}
+        pending: Any = None
+
+        def admit(room: int) -> Sequence[GenRequest]:
+            nonlocal pending
+            taken: list[_Job] = []
+            room = min(room, self._max_batch - len(in_flight))
+            while pending is None and len(taken) < room:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, _Job):
+                    taken.append(item)
+                else:
+                    pending = item
+            if taken:
+                self.batch_sizes.append(len(taken))
+                in_flight.update((next(arrivals), job) for job in taken)
+            return [job.request for job in taken]
+
+        def finished(index: int, result: Generation | Exception) -> None:
+            future = in_flight.pop(index).future
+            # A caller that went away may have cancelled its future; the batch goes on.
+            with contextlib.suppress(InvalidStateError):
+                if isinstance(result, Exception):
+                    future.set_exception(result)
+                else:
+                    future.set_result(result)
+
+        try:
+            self._backend.generate_continuous(  # type: ignore[attr-defined]
+                [job.request for job in batch], admit, finished
+            )
+        except Exception:
+            # As in ``_generate``: retry the unanswered requests one by one, so a single bad
+            # request fails alone.
+            for job in list(in_flight.values()):
+                self._generate([job])
+            in_flight.clear()
+        for job in in_flight.values():
+            job.future.set_exception(GatewayError("the backend returned no generation"))
+        return pending
 
 
 def _settle(future: Future[Any], fn: Callable[[], Any]) -> None:

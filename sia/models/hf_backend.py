@@ -5,13 +5,18 @@ Decoding is a hand-written loop over the model's KV cache rather than ``model.ge
 what else was in its batch, and its scores are post-processed in ways that make "the
 logprob of the sampled token" ambiguous. Here each request has its own seeded generator and
 its logprobs come from exactly the distribution it was sampled from.
+
+The loop also batches continuously: a finished row leaves the batch at once and a waiting
+request is prefilled and merged into the running KV cache (left-padded, masked), so the
+batch stays full while requests keep arriving (:meth:`HFPolicy.generate_continuous`).
 """
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +49,25 @@ class _Row:
     finish_reason: FinishReason = "length"
     text: str | None = None
     done: bool = False
+    index: int = -1  # arrival order in a continuous run
+
+
+@dataclass
+class _Batch:
+    """Rows decoding together over one left-padded KV cache.
+
+    ``attention`` (B, T) marks the cached positions that hold a row's real tokens (left
+    padding is 0); ``positions`` (B,) is the rotary position of each row's next input token;
+    ``logits`` (B, V) are the scores of each row's next token, not yet sampled.
+    """
+
+    rows: list[_Row]
+    cache: Any
+    attention: torch.Tensor
+    positions: torch.Tensor
+    temperature: torch.Tensor
+    top_p: torch.Tensor
+    logits: torch.Tensor
 
 
 class HFPolicy:
@@ -71,6 +95,9 @@ class HFPolicy:
         self._model: Any = self._base
         self._tokenizer = tokenizer
         self._max_batch_size = max_batch_size
+        #: Continuous batching: free places x decode steps that rows waiting to join a
+        #: running batch may leave unused before they are prefilled (see ``_run``).
+        self.admit_after = max_batch_size // 2
         self._lock = threading.RLock()
         self._active: str | None = None
         self._adapters: dict[str, Path] = {}
@@ -80,6 +107,7 @@ class HFPolicy:
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else min(self._eos_ids)
         self._max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
+        self._stats = {"prefills": 0, "prefill_rows": 0, "steps": 0, "step_rows": 0}
 
     @property
     def model(self) -> Any:
@@ -125,15 +153,64 @@ class HFPolicy:
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
         """Complete every request; results are in request order.
 
-        Requests are decoded together in left-padded batches of up to ``max_batch_size``.
-        Greedy requests are deterministic; sampled ones are reproducible from their seed
-        regardless of which other requests share their batch.
+        Requests are decoded together in left-padded batches of up to ``max_batch_size``;
+        when a row finishes, the next waiting request takes its place. Greedy requests are
+        deterministic; sampled ones are reproducible from their seed regardless of which
+        other requests share their batch.
         """
         with self._lock, torch.inference_mode():
             rows = [self._row(request) for request in requests]
-            for start in range(0, len(rows), self._max_batch_size):
-                self._decode(rows[start : start + self._max_batch_size])
+            self._run(list(rows))
             return [self._result(row) for row in rows]
+
+    def generate_continuous(
+        self,
+        requests: Sequence[GenRequest],
+        admit: Callable[[int], Sequence[GenRequest]],
+        finished: Callable[[int, Generation | GenerationError], None],
+    ) -> None:
+        """Continuous batching: decode ``requests``, admitting more while decoding.
+
+        Between decode steps ``admit(room)`` is asked for up to ``room`` more requests; it
+        must not block. Admitted requests are prefilled and join the running batch, so the
+        batch stays full while callers keep sending. Requests are numbered in arrival order
+        (``requests`` first, then each admitted one) and ``finished(index, result)`` is
+        called as soon as request ``index`` completes, with its :class:`Generation`, or with
+        a :class:`GenerationError` when that request alone cannot run (say its prompt does
+        not fit the context). Returns once nothing is decoding and ``admit`` offers nothing.
+        An error of the model itself propagates; unfinished requests then get no call.
+
+        A request's result is the one :meth:`generate` gives it: the same greedy tokens, the
+        same seeded samples, whatever joins or leaves the batch around it. The policy's lock
+        is held for the whole run, so an adapter switch from another thread waits until the
+        run ends; the gateway's batcher ends admission as soon as it has one queued.
+        """
+        with self._lock, torch.inference_mode():
+            arrivals = itertools.count()
+            waiting: list[_Row] = []
+
+            def take(incoming: Sequence[GenRequest]) -> None:
+                for request in incoming:
+                    index = next(arrivals)
+                    try:
+                        row = self._row(request)
+                    except GenerationError as error:
+                        finished(index, error)
+                        continue
+                    row.index = index
+                    waiting.append(row)
+
+            take(requests)
+            self._run(
+                waiting,
+                refill=lambda room: take(admit(room)),
+                report=lambda row: finished(row.index, self._result(row)),
+            )
+
+    @property
+    def decode_stats(self) -> dict[str, int]:
+        """Forward passes so far: ``prefills`` and decode ``steps``, and the rows in them."""
+        return dict(self._stats)
 
     def score(
         self, prompt_ids: Sequence[int], completion_ids: Sequence[int], *, temperature: float = 1.0
@@ -277,21 +354,56 @@ class HFPolicy:
             generator.manual_seed(seed)
         return _Row(request, prompt_ids, budget, seed, generator)
 
-    def _decode(self, rows: list[_Row]) -> None:
+    def _run(
+        self,
+        waiting: list[_Row],
+        *,
+        refill: Callable[[int], None] | None = None,
+        report: Callable[[_Row], None] | None = None,
+    ) -> None:
+        """Decode ``waiting`` rows, up to ``max_batch_size`` at a time, until none is left.
+
+        Before every step, free places go to waiting rows (``refill(n)`` may first append up
+        to ``n`` more); they are prefilled and merged into the running batch. Models whose
+        cache cannot be merged only start new rows once the batch has drained.
+
+        A prefill is a forward pass of its own whose cost hardly depends on how many rows it
+        holds, so while more rows may still arrive (``refill`` given), rows joining a
+        running batch are gathered: they are let in once they fill every free place, or
+        once free places have gone unused for ``admit_after`` row-steps.
+        """
+        batch: _Batch | None = None
+        unused = 0  # free places x steps while rows waited to join
+        while True:
+            room = self._max_batch_size - (len(batch.rows) if batch is not None else 0)
+            if refill is not None and room > len(waiting):
+                refill(room - len(waiting))
+            if waiting and room > 0 and (batch is None or _mergeable(batch.cache)):
+                if (
+                    batch is None
+                    or refill is None
+                    or len(waiting) >= room
+                    or unused >= self.admit_after
+                ):
+                    fresh = self._prefill(waiting[:room])
+                    del waiting[:room]
+                    batch = fresh if batch is None else _merge(batch, fresh)
+                    unused = 0
+                else:
+                    unused += room
+            if batch is None:
+                return
+            batch = self._step(batch, report)
+
+    def _prefill(self, rows: list[_Row]) -> _Batch:
         width = max(len(row.prompt_ids) for row in rows)
-        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)  # (B, L)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)  # (B, L)
-        for index, row in enumerate(rows):
-            input_ids[index, width - len(row.prompt_ids) :] = torch.tensor(row.prompt_ids)
-            attention[index, width - len(row.prompt_ids) :] = 1
-        input_ids = input_ids.to(self._device)
-        attention = attention.to(self._device)
+        padded = [[self._pad_id] * (width - len(row.prompt_ids)) + row.prompt_ids for row in rows]
+        mask = [[0] * (width - len(row.prompt_ids)) + [1] * len(row.prompt_ids) for row in rows]
+        input_ids = torch.tensor(padded, dtype=torch.long, device=self._device)  # (B, L)
+        attention = torch.tensor(mask, dtype=torch.long, device=self._device)  # (B, L)
         # Left padding shifts each row; positions count real tokens only, so a padded row
         # sees the same rotary positions it would unpadded.
         positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, L)
-        temperature = torch.tensor([row.request.temperature for row in rows], device=self._device)
-        top_p = torch.tensor([row.request.top_p for row in rows], device=self._device)
-
         output = self._model(
             input_ids=input_ids,
             attention_mask=attention,
@@ -299,41 +411,57 @@ class HFPolicy:
             use_cache=True,
             logits_to_keep=1,
         )
-        cache = output.past_key_values
-        logits = output.logits[:, -1, :]  # (B, V)
-        next_position = positions[:, -1] + 1  # (B,)
-        live = list(range(len(rows)))  # batch index -> row index, shrinks as rows finish
-        while True:
-            tokens, logprobs = next_tokens(
-                logits, temperature, top_p, [rows[i].generator for i in live]
-            )
-            for slot, index in enumerate(live):
-                self._advance(rows[index], int(tokens[slot]), float(logprobs[slot]))
-            keep = [slot for slot, index in enumerate(live) if not rows[index].done]
-            if not keep:
-                return
-            if len(keep) < len(live):
-                # Drop finished rows from the batch so long stragglers do not pay for them.
-                selector = torch.tensor(keep, device=self._device)
-                cache.batch_select_indices(selector)
-                tokens, attention = tokens[selector], attention[selector]
-                next_position, temperature, top_p = (
-                    next_position[selector],
-                    temperature[selector],
-                    top_p[selector],
-                )
-                live = [live[slot] for slot in keep]
-            attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=-1)
-            output = self._model(
-                input_ids=tokens.unsqueeze(-1),  # (B', 1)
-                attention_mask=attention,  # (B', L + t)
-                position_ids=next_position.unsqueeze(-1),  # (B', 1)
-                past_key_values=cache,
-                use_cache=True,
-            )
-            cache = output.past_key_values
-            logits = output.logits[:, -1, :]
-            next_position = next_position + 1
+        self._stats["prefills"] += 1
+        self._stats["prefill_rows"] += len(rows)
+        return _Batch(
+            rows=list(rows),
+            cache=output.past_key_values,
+            attention=attention,
+            positions=positions[:, -1] + 1,
+            temperature=torch.tensor([r.request.temperature for r in rows], device=self._device),
+            top_p=torch.tensor([r.request.top_p for r in rows], device=self._device),
+            logits=output.logits[:, -1, :],
+        )
+
+    def _step(self, batch: _Batch, report: Callable[[_Row], None] | None) -> _Batch | None:
+        """Sample every row's next token; drop finished rows; run one decode step."""
+        tokens, logprobs = next_tokens(
+            batch.logits, batch.temperature, batch.top_p, [row.generator for row in batch.rows]
+        )
+        for row, token, logprob in zip(batch.rows, tokens.tolist(), logprobs.tolist(), strict=True):
+            self._advance(row, token, logprob)
+        keep = [slot for slot, row in enumerate(batch.rows) if not row.done]
+        if report is not None and len(keep) < len(batch.rows):
+            for row in batch.rows:
+                if row.done:
+                    report(row)
+        if not keep:
+            return None
+        if len(keep) < len(batch.rows):
+            # Drop finished rows from the batch so long stragglers do not pay for them.
+            selector = torch.tensor(keep, device=self._device)
+            batch.cache.batch_select_indices(selector)
+            batch.rows = [batch.rows[slot] for slot in keep]
+            tokens, batch.attention = tokens[selector], batch.attention[selector]
+            batch.positions = batch.positions[selector]
+            batch.temperature, batch.top_p = batch.temperature[selector], batch.top_p[selector]
+            _trim(batch)
+        batch.attention = torch.cat(
+            [batch.attention, batch.attention.new_ones((len(batch.rows), 1))], dim=-1
+        )
+        output = self._model(
+            input_ids=tokens.unsqueeze(-1),  # (B', 1)
+            attention_mask=batch.attention,  # (B', T + 1)
+            position_ids=batch.positions.unsqueeze(-1),  # (B', 1)
+            past_key_values=batch.cache,
+            use_cache=True,
+        )
+        self._stats["steps"] += 1
+        self._stats["step_rows"] += len(batch.rows)
+        batch.cache = output.past_key_values
+        batch.logits = output.logits[:, -1, :]
+        batch.positions = batch.positions + 1
+        return batch
 
     def _advance(self, row: _Row, token: int, logprob: float) -> None:
         row.completion_ids.append(token)
@@ -369,6 +497,62 @@ class HFPolicy:
             seed=row.seed,
             adapter=self._active,
         )
+
+
+def _mergeable(cache: Any) -> bool:
+    """Whether rows of two caches like ``cache`` can be joined (plain per-layer K/V tensors)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(
+        type(layer) is DynamicLayer and layer.is_initialized for layer in layers
+    )
+
+
+def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    """``tensor`` widened to ``length`` along ``dim`` by zeros on the left."""
+    missing = length - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
+
+
+def _merge(batch: _Batch, fresh: _Batch) -> _Batch:
+    """One batch holding the rows of both, ``batch``'s first; caches are left-padded to fit.
+
+    Padded cache positions are masked out, so each row attends to exactly what it did.
+    """
+    length = max(batch.attention.shape[1], fresh.attention.shape[1])
+    for old, new in zip(batch.cache.layers, fresh.cache.layers, strict=True):
+        # (B, heads, T, head_dim): the sequence is dim 2.
+        old.keys = torch.cat([_left_pad(old.keys, length, 2), _left_pad(new.keys, length, 2)])
+        old.values = torch.cat([_left_pad(old.values, length, 2), _left_pad(new.values, length, 2)])
+    return _Batch(
+        rows=batch.rows + fresh.rows,
+        cache=batch.cache,
+        attention=torch.cat(
+            [_left_pad(batch.attention, length, 1), _left_pad(fresh.attention, length, 1)]
+        ),
+        positions=torch.cat([batch.positions, fresh.positions]),
+        temperature=torch.cat([batch.temperature, fresh.temperature]),
+        top_p=torch.cat([batch.top_p, fresh.top_p]),
+        logits=torch.cat([batch.logits, fresh.logits]),
+    )
+
+
+def _trim(batch: _Batch) -> None:
+    """Drop leading cache positions that are padding for every remaining row."""
+    if not _mergeable(batch.cache):
+        return
+    first = int(batch.attention.any(dim=0).int().argmax())
+    if first == 0:
+        return
+    batch.attention = batch.attention[:, first:]
+    for layer in batch.cache.layers:
+        layer.keys = layer.keys[:, :, first:]
+        layer.values = layer.values[:, :, first:]
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:
