@@ -37,6 +37,8 @@ fmt: install
 
 bench: install
 	$(BIN)/python bench/ledger.py
+	$(BIN)/python bench/rollout.py
+	$(BIN)/python bench/train.py
 
 clean:
 	rm -rf $(VENV) sia-workspace .pytest_cache
