@@ -10,11 +10,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from statemachine.errors import ConfigError
 
-__all__ = ["FinishReason", "GenRequest", "Generation", "PolicyBackend", "Usage"]
+__all__ = ["FinishReason", "GenRequest", "Generation", "PolicyBackend", "Usage", "encode_prompt"]
 
 FinishReason = Literal["stop", "length"]
 
@@ -107,3 +107,23 @@ class PolicyBackend(Protocol):
     def set_adapter(self, name: str | None) -> None: ...
 
     def unload_adapter(self, name: str) -> None: ...
+
+
+def encode_prompt(tokenizer: Any, request: GenRequest) -> list[int]:
+    """``request``'s prompt token ids: the chat template with its generation prompt, or the
+    raw prompt tokenised. Tokenizer failures become :class:`GenerationError`."""
+    from sia.models.errors import GenerationError, describe
+
+    try:
+        if request.messages is not None:
+            encoded: Any = tokenizer.apply_chat_template(
+                request.messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        else:
+            encoded = tokenizer(request.prompt).input_ids
+    except (ValueError, KeyError, TypeError) as error:
+        raise GenerationError(f"cannot encode the prompt: {describe(error)}") from None
+    ids = list(encoded)
+    if ids and isinstance(ids[0], list):
+        ids = ids[0]
+    return [int(token) for token in ids]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sia.models.errors import AdapterError, GenerationError, describe
-from sia.models.generation import FinishReason, Generation, GenRequest, Usage
+from sia.models.generation import FinishReason, Generation, GenRequest, Usage, encode_prompt
 from sia.models.sampling import next_tokens
 
 if TYPE_CHECKING:
@@ -134,18 +134,7 @@ class HFPolicy:
 
     def encode(self, request: GenRequest) -> list[int]:
         """The prompt token ids for ``request`` (chat template with generation prompt)."""
-        try:
-            if request.messages is not None:
-                encoded: Any = self._tokenizer.apply_chat_template(
-                    request.messages, add_generation_prompt=True, tokenize=True, return_dict=False
-                )
-            else:
-                encoded = self._tokenizer(request.prompt).input_ids
-        except (ValueError, KeyError, TypeError) as error:
-            raise GenerationError(f"cannot encode the prompt: {describe(error)}") from error
-        ids = list(encoded)
-        if ids and isinstance(ids[0], list):
-            ids = ids[0]
+        ids = encode_prompt(self._tokenizer, request)
         if not ids:
             raise GenerationError("the prompt encodes to no tokens")
         return [int(token) for token in ids]

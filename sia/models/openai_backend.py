@@ -35,7 +35,7 @@ from typing import Any, Literal, Self
 import httpx2
 
 from sia.models.errors import AdaptersUnsupported, GenerationError, describe
-from sia.models.generation import Generation, GenRequest, Usage
+from sia.models.generation import Generation, GenRequest, Usage, encode_prompt
 from statemachine.errors import ConfigError
 
 __all__ = ["OpenAIBackendConfig", "OpenAIPolicy", "TokenIdSource"]
@@ -254,19 +254,7 @@ class OpenAIPolicy:
     def _encode_prompt(self, request: GenRequest) -> list[int]:
         if self._tokenizer is None:
             return []
-        try:
-            if request.messages is not None:
-                encoded: Any = self._tokenizer.apply_chat_template(
-                    request.messages, add_generation_prompt=True, tokenize=True, return_dict=False
-                )
-            else:
-                encoded = self._tokenizer(request.prompt).input_ids
-        except (ValueError, KeyError, TypeError) as error:
-            raise GenerationError(f"cannot encode the prompt: {describe(error)}") from None
-        ids = list(encoded)
-        if ids and isinstance(ids[0], list):
-            ids = ids[0]
-        return [int(token) for token in ids]
+        return encode_prompt(self._tokenizer, request)
 
     def _plain_ids(self, text: str) -> list[int]:
         return [int(t) for t in self._tokenizer.encode(text, add_special_tokens=False)]
