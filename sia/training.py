@@ -114,7 +114,7 @@ class LoRATrainer:
         shutil.rmtree(self._root, ignore_errors=True)
 
     def train(self, request: TrainRequest) -> TrainedAdapter:
-        from rl.errors import RLError
+        from rl.errors import RLConfigError, RLError
         from rl.train import train_lora
 
         algorithm = request.decision.algorithm
@@ -144,9 +144,11 @@ class LoRATrainer:
                 init_adapter=request.base_adapter_path,
                 out_dir=out,
             )
+        except RLConfigError:
+            raise  # a bad setting is the user's to fix, not a lack of signal
         except RLError as error:
             # No usable signal (e.g. every group scored alike): no adapter, not a crash.
-            raise NoCandidate(f"{algorithm}: {error}") from error
+            raise NoCandidate(str(error)) from error
         finally:
             del model
         return TrainedAdapter(
