@@ -20,6 +20,10 @@ even when the harness catches the ``PermissionError``. Started as
 Landlock (Linux) and then re-execs itself without the flag: the harness runs in a process
 that never loaded ``ctypes`` and can never leave the Landlock domain.
 
+The runner normally does not start this script per episode: ``zygote.py`` imports this
+module and ``openai`` once and forks one child per episode, which confines itself and then
+calls :func:`main` (see ``zygote.py``). Starting the script directly remains the fallback.
+
 This file imports only the standard library and ``openai``: it runs next to untrusted
 harness code and must not pull in the project (whose task modules can rebuild the labels).
 """
@@ -35,12 +39,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-__all__ = ["main"]
+__all__ = ["confine", "main", "warm_up"]
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 _HERE = Path(__file__).resolve()
 _GUARD = _HERE.with_name("guard.py")
 _LANDLOCK_FLAG = "--landlock"
+_guard_module: Any = None
+_ssl_context: Any = None
 
 
 def main(argv: list[str]) -> int:
@@ -86,10 +92,7 @@ def _confine_and_exec(port: str, harness_dir: str) -> int:
     """Stage one: enter a Landlock domain, then become the real episode process."""
     try:
         guard = _load_guard()
-        policy = guard.episode_policy(harness_dir, os.getcwd(), extra_read=(_HERE, _GUARD))
-        ports = [int(port)] if int(port) > 0 else []
-        if guard.apply_landlock(policy, tcp_ports=ports) < 1:
-            raise OSError("Landlock is not available")
+        confine(guard, harness_dir, int(port))
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-I", "-B", str(_HERE), harness_dir])
@@ -100,14 +103,24 @@ def _confine_and_exec(port: str, harness_dir: str) -> int:
     return 1  # not reached: execv does not return
 
 
+def confine(guard: Any, harness_dir: str, port: int, extra_read: tuple[Path, ...] = ()) -> None:
+    """Enter this episode's Landlock domain (TCP only to ``port``; none when it is 0)."""
+    policy = guard.episode_policy(harness_dir, os.getcwd(), extra_read=(_HERE, _GUARD, *extra_read))
+    if guard.apply_landlock(policy, tcp_ports=[port] if port > 0 else []) < 1:
+        raise OSError("Landlock is not available")
+
+
 def _load_guard() -> Any:
     """``guard.py`` by path: the project is not importable here, and must not be."""
-    spec = importlib.util.spec_from_file_location("_sia_episode_guard", _GUARD)
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load {_GUARD}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    global _guard_module
+    if _guard_module is None:
+        spec = importlib.util.spec_from_file_location("_sia_episode_guard", _GUARD)
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load {_GUARD}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        _guard_module = module
+    return _guard_module
 
 
 def _limit(memory_mb: int, cpu_seconds: int) -> None:
@@ -156,14 +169,39 @@ def _load_agent(directory: Path) -> Any:
     return module
 
 
+def warm_up() -> None:
+    """Import and pre-build the client stack once, for a server that forks episodes.
+
+    Building an HTTP client loads the system CA bundle (about 20 ms, most of a forked
+    episode's start-up); the gateway is plain HTTP on loopback, so one shared context
+    built here serves every episode.
+    """
+    global _ssl_context
+    import ssl
+
+    import openai
+
+    _ssl_context = ssl.create_default_context()
+    warm = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="-", max_retries=0)
+    # Cached for the whole process: a forked episode must not run ``uname`` again.
+    with contextlib.suppress(Exception):
+        warm.platform_headers()
+    warm.close()
+
+
 def _client(job: dict[str, Any]) -> Any:
     import openai
 
+    timeout = float(job.get("request_timeout", 60.0))
+    http_client = None
+    if _ssl_context is not None:
+        http_client = openai.DefaultHttpxClient(verify=_ssl_context, timeout=timeout)
     client = openai.OpenAI(
         base_url=job["base_url"],
         api_key=job["token"],
         max_retries=0,
-        timeout=float(job.get("request_timeout", 60.0)),
+        timeout=timeout,
+        http_client=http_client,
     )
     # The platform headers are computed once and cached; computing them probes the OS
     # (``uname -p`` in a subprocess, /etc/os-release), which the guard would refuse later.

@@ -492,6 +492,10 @@ def install(policy: Policy, report_fd: int) -> None:
             handler(args)
         elif event == "object.__setattr__" and args and id(args[0]) in guarded:
             deny("rewriting the sandbox guard")
+        elif event.startswith("ctypes."):
+            # ctypes may be loaded (the fork server's Landlock step): its classes stay
+            # reachable through ``__subclasses__``, so every use of them is refused.
+            deny(f"foreign-function use ({event})")
 
     guarded.add(id(hook))
     _disarm_preloaded(deny)

@@ -21,8 +21,9 @@ from ledger.records import CallRow, EpisodeRow
 from sia.gateway import EpisodeTicket, Gateway
 from sia.ports import EvalRequest, EvalResult, RolloutRequest, RolloutResult
 from sia.runner.errors import RunnerError
+from sia.runner.forkserver import ForkServer, fork_server_supported
 from sia.runner.metrics import EpisodeOutcome, summarise
-from sia.runner.sandbox import EpisodeLimits, run_episode_process
+from sia.runner.sandbox import EpisodeLimits, episode_env, landlock_available, run_episode_process
 
 __all__ = ["EpisodeBudget", "HarnessRunner", "RunnerTask", "build_job"]
 
@@ -69,6 +70,9 @@ class HarnessRunner:
 
     ``concurrency`` episodes run at a time; their model calls meet in the gateway's batcher.
     ``progress(done, total)`` is called as episodes of a rollout or evaluation finish.
+    Episodes are forked from a fork server (``zygote.py``) that has the harness's imports
+    loaded, where the platform allows; ``fork_server=False`` starts a fresh interpreter per
+    episode instead. :meth:`close` (or leaving the ``with`` block) stops the server.
     """
 
     def __init__(
@@ -83,6 +87,7 @@ class HarnessRunner:
         memory_mb: int = 2048,
         budget: EpisodeBudget | None = None,
         progress: Callable[[int, int], None] | None = None,
+        fork_server: bool = True,
     ) -> None:
         if concurrency < 1:
             raise RunnerError(f"concurrency must be >= 1, got {concurrency}")
@@ -99,6 +104,22 @@ class HarnessRunner:
         self._memory_mb = memory_mb
         self._budget = budget or EpisodeBudget()
         self._progress = progress
+        self._fork_server: ForkServer | None = None
+        if fork_server and fork_server_supported():
+            self._fork_server = ForkServer(
+                episode_env(Path(tempfile.gettempdir())), landlock=landlock_available()
+            )
+
+    def close(self) -> None:
+        """Stop the episode fork server (a later rollout starts it again)."""
+        if self._fork_server is not None:
+            self._fork_server.close()
+
+    def __enter__(self) -> HarnessRunner:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def rollout(self, request: RolloutRequest) -> RolloutResult:
         """Run the harness once per item id (repeats allowed) and record everything."""
@@ -266,7 +287,11 @@ class HarnessRunner:
                 self._task.public_item(episode.item_id), config, base_url, token, timeout
             )
             outcome = run_episode_process(
-                harness_dir, scratch, job, EpisodeLimits(timeout, self._memory_mb)
+                harness_dir,
+                scratch,
+                job,
+                EpisodeLimits(timeout, self._memory_mb),
+                self._fork_server,
             )
         finally:
             self._gateway.release_episode(token)

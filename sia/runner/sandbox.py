@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from sia.errors import SiaError
 from sia.runner import episode as _episode_module
 from sia.runner import guard as _guard
+from sia.runner.forkserver import ForkedProcess, ForkServer
 
 __all__ = [
     "EpisodeLimits",
@@ -115,25 +117,39 @@ def _gateway_port(base_url: Any) -> int:
 
 
 def run_episode_process(
-    harness_dir: Path, scratch: Path, job: dict[str, Any], limits: EpisodeLimits
+    harness_dir: Path,
+    scratch: Path,
+    job: dict[str, Any],
+    limits: EpisodeLimits,
+    fork_server: ForkServer | None = None,
 ) -> ProcessOutcome:
-    """Run the harness on ``job`` in a fresh process and classify how it ended."""
+    """Run the harness on ``job`` in its own process and classify how it ended.
+
+    With ``fork_server`` the process is forked from it (see ``zygote.py``); without, a
+    fresh interpreter is started. The sandbox and the outcome are the same either way.
+    """
     payload = json.dumps(
         {**job, "memory_mb": limits.memory_mb, "cpu_seconds": limits.cpu_seconds}
     ).encode("utf-8")
     started = time.perf_counter()
+    process: subprocess.Popen[bytes] | ForkedProcess
     try:
-        process = subprocess.Popen(
-            episode_command(harness_dir, job),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            cwd=scratch,
-            env=episode_env(scratch),
-            start_new_session=True,
-            close_fds=True,
-        )
-    except OSError as error:
+        if fork_server is not None:
+            process = fork_server.spawn(
+                harness_dir, scratch, episode_env(scratch), _gateway_port(job.get("base_url"))
+            )
+        else:
+            process = subprocess.Popen(
+                episode_command(harness_dir, job),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                cwd=scratch,
+                env=episode_env(scratch),
+                start_new_session=True,
+                close_fds=True,
+            )
+    except (OSError, SiaError) as error:
         return ProcessOutcome("error", None, f"cannot start the episode: {error}", 0.0, "")
     try:
         stdout, stderr = process.communicate(payload, timeout=limits.timeout_s)
@@ -159,6 +175,9 @@ def run_episode_process(
     finally:
         # Children the harness spawned share its process group; none may outlive it.
         _kill_group(process)
+        if isinstance(process, ForkedProcess):
+            process.close()
+    assert process.returncode is not None
     return _classify(process.returncode, stdout, stderr, _elapsed(started))
 
 
@@ -249,7 +268,9 @@ def _violation_reason(violations: list[str], *, caught: bool) -> str:
     return f"sandbox: {first}{suffix}"
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
+def _kill_group(process: subprocess.Popen[bytes] | ForkedProcess) -> None:
+    if process.pid <= 0:
+        return  # killpg(0) would be our own group
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signal.SIGKILL)
 

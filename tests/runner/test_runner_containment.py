@@ -19,6 +19,9 @@ from sia.runner import EpisodeLimits, HarnessRunner, build_job, run_episode_proc
 from sia.runner import guard as guard_module
 from sia.runner.sandbox import LANDLOCK_SWITCH, landlock_available
 from tests.gateway.fakes import ScriptedBackend
+from tests.runner.conftest import current_fork_server
+
+pytestmark = pytest.mark.usefixtures("launch")
 
 CANARY = "sia-private-label-7c41"
 GUARD = Path(guard_module.__file__).resolve()
@@ -51,7 +54,9 @@ def _run(
     scratch = tmp_path / "scratch" / "episode-0"
     scratch.mkdir(parents=True)
     job = build_job(item or {"id": "x"}, {}, "http://127.0.0.1:9/v1", "t", 5)
-    return run_episode_process(harness, scratch, job, EpisodeLimits(timeout, memory_mb))
+    return run_episode_process(
+        harness, scratch, job, EpisodeLimits(timeout, memory_mb), current_fork_server()
+    )
 
 
 def _no_leak(outcome) -> None:
@@ -332,7 +337,7 @@ def test_what_a_harness_needs_still_works(tmp_path: Path) -> None:
     scratch = tmp_path / "scratch" / "episode-0"
     scratch.mkdir(parents=True)
     job = build_job({"id": "x"}, {}, "http://127.0.0.1:9/v1", "t", 5)
-    outcome = run_episode_process(harness, scratch, job, EpisodeLimits(20))
+    outcome = run_episode_process(harness, scratch, job, EpisodeLimits(20), current_fork_server())
     assert (outcome.status, outcome.reason) == ("ok", ""), outcome.stderr_tail
     assert json.loads(outcome.answer) == [5, ["agent.py", "helper.py"], True, True]
 

@@ -7,6 +7,9 @@ import pytest
 
 import tasks
 from sia.runner import EpisodeLimits, build_job, episode_env, run_episode_process
+from tests.runner.conftest import current_fork_server
+
+pytestmark = pytest.mark.usefixtures("launch")
 
 CANARY = "sia-canary-5b1d"
 
@@ -22,7 +25,9 @@ def _run(tmp_path: Path, source: str, item: dict | None = None, timeout: float =
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     job = build_job(item or {"id": "x", "question": "q"}, {"k": 1}, "http://127.0.0.1:9/v1", "t", 5)
-    return run_episode_process(_harness(tmp_path, source), scratch, job, EpisodeLimits(timeout))
+    return run_episode_process(
+        _harness(tmp_path, source), scratch, job, EpisodeLimits(timeout), current_fork_server()
+    )
 
 
 def test_answer_comes_back(tmp_path: Path) -> None:
