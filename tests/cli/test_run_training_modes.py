@@ -6,7 +6,10 @@ import json
 import pytest
 from click.testing import CliRunner
 
+from harness_repo.errors import ArtifactCorrupt
 from sia.cli import cli
+from sia.models import load_model
+from sia.models.hf_backend import HFPolicy
 from sia.models.tiny import build_tiny
 from sia.workspace import Workspace
 from tasks import registry
@@ -80,6 +83,41 @@ def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_dir):
     assert workspace.artifacts().exists(manifest["sha256"])
     # The candidate was evaluated with its adapter applied to every call.
     assert evals and {c.adapter_tag for c in evals} == {tag}
+    _reloaded_adapter_reproduces_its_eval(workspace, tiny_dir, tag, evals)
+    _corrupted_adapter_is_refused(ws, workspace, manifest["sha256"])
+
+
+def _reloaded_adapter_reproduces_its_eval(workspace, tiny_dir, tag, evals):
+    """The adapter, loaded from the store by its tag, re-scores the eval's tokens exactly."""
+    model, tokenizer = load_model(tiny_dir)
+    policy = HFPolicy(model, tokenizer)
+    manifest = workspace.repo().adapter_manifest(tag)
+    policy.load_adapter(tag, workspace.artifacts().path(manifest["sha256"]))
+    policy.set_adapter(tag)
+    scored = [c for c in evals if c.completion_ids]
+    assert scored
+    for call in scored:
+        again = policy.score(call.prompt_ids, call.completion_ids, temperature=call.temperature)
+        assert again == pytest.approx(list(call.logprobs), abs=1e-4)
+    # Without the adapter the same tokens score differently: the check has teeth.
+    policy.set_adapter(None)
+    bare = [policy.score(c.prompt_ids, c.completion_ids, temperature=c.temperature) for c in scored]
+    pairs = zip(bare, scored, strict=True)
+    assert any(b != pytest.approx(list(c.logprobs), abs=1e-4) for b, c in pairs)
+
+
+def _corrupted_adapter_is_refused(ws, workspace, digest):
+    folder = workspace.artifacts().path(digest)
+    weights = folder / "adapter_model.safetensors"
+    weights.chmod(0o644)
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactCorrupt, match=r"adapter_model\.safetensors changed"):
+        workspace.artifacts().path(digest)
+    out = CliRunner().invoke(cli, ["-w", str(ws), "verify", "w"])
+    assert out.exit_code == 1
+    assert f"sha256:{digest}" in out.output and "adapter_model.safetensors changed" in out.output
 
 
 @pytest.mark.slow
