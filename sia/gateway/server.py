@@ -267,7 +267,8 @@ class Gateway:
             call_index=index,
             ts=time.time(),
             harness_commit=ticket.harness_commit,
-            adapter_tag=ticket.adapter_tag,
+            # The weights that produced these tokens, whatever the episode was started with.
+            adapter_tag=generation.adapter,
             messages_json=json.dumps(sent, ensure_ascii=False),
             prompt_ids=list(generation.prompt_ids),
             completion_ids=list(generation.completion_ids),

@@ -2,6 +2,7 @@ import json
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import openai
 import pytest
@@ -77,10 +78,12 @@ def test_concurrent_requests_share_a_backend_call(
 
 def test_every_call_is_recorded_with_its_episode(gateway: Gateway) -> None:
     first = client_for(gateway, gateway.register_episode(ticket("ep-1", adapter_tag="t1")))
-    second = client_for(gateway, gateway.register_episode(ticket("ep-2")))
+    second = client_for(gateway, gateway.register_episode(ticket("ep-2", adapter_tag="t1")))
 
+    gateway.use_adapter("t1", Path("adapters/t1"))
     for _ in range(3):
         first.chat.completions.create(model="policy", messages=USER, max_tokens=8)
+    gateway.use_adapter(None)
     second.chat.completions.create(model="policy", messages=USER, max_tokens=1)
     rows = gateway.drain_calls()
 
@@ -102,6 +105,8 @@ def test_every_call_is_recorded_with_its_episode(gateway: Gateway) -> None:
     assert row.logprobs == [-0.5, -1.5]
     assert row.prompt_ids and row.finish_reason == "stop" and row.latency_ms > 0
     assert rows[3].finish_reason == "length"
+    # The tag is the one the tokens came from, not the one the episode was started with.
+    assert rows[3].adapter_tag is None
     assert gateway.drain_calls() == []
 
 
