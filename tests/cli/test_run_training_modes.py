@@ -84,7 +84,23 @@ def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_dir):
     # The candidate was evaluated with its adapter applied to every call.
     assert evals and {c.adapter_tag for c in evals} == {tag}
     _reloaded_adapter_reproduces_its_eval(workspace, tiny_dir, tag, evals)
+    _reevaluation_reproduces_the_recorded_scores(ws, replay)
     _corrupted_adapter_is_refused(ws, workspace, manifest["sha256"])
+
+
+def _reevaluation_reproduces_the_recorded_scores(ws, replay):
+    out = CliRunner().invoke(cli, ["-w", str(ws), "evaluate", "w", "--split", "val", "--json"])
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)["candidates"]
+    recorded = {it["iteration"]: it["val_score"] for it in replay["iterations"]}
+    assert [row["iteration"] for row in rows] == sorted(recorded)
+    for row in rows:
+        # Greedy evaluation of the same harness and adapter on the same items: same score.
+        assert row["score"] == row["recorded_val"] == recorded[row["iteration"]]
+    assert rows[1]["adapter_tag"] == replay["iterations"][1]["adapter_tag"]
+    missing = CliRunner().invoke(cli, ["-w", str(ws), "evaluate", "w", "--iterations", "7"])
+    assert missing.exit_code == 1
+    assert "evaluated no candidate at iteration(s) 7 (evaluated: 0, 1)" in missing.output
 
 
 def _reloaded_adapter_reproduces_its_eval(workspace, tiny_dir, tag, evals):
@@ -118,6 +134,9 @@ def _corrupted_adapter_is_refused(ws, workspace, digest):
     out = CliRunner().invoke(cli, ["-w", str(ws), "verify", "w"])
     assert out.exit_code == 1
     assert f"sha256:{digest}" in out.output and "adapter_model.safetensors changed" in out.output
+    out = CliRunner().invoke(cli, ["-w", str(ws), "evaluate", "w"])
+    assert out.exit_code == 1 and out.output.count("\n") == 1
+    assert "is corrupt: adapter_model.safetensors changed" in out.output
 
 
 @pytest.mark.slow
