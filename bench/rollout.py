@@ -378,6 +378,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--wait-ms", type=float, default=5.0, help="gateway batch wait")
+    parser.add_argument(
+        "--admit-after",
+        type=int,
+        default=None,
+        help="row-steps free places may idle before waiting rows join (default: the policy's)",
+    )
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset")
     parser.add_argument(
         "--concurrency",
@@ -397,13 +403,16 @@ def main() -> None:
     work = workload(task, args.items, args.max_tokens, args.batch)
     eos = eos_ids(model, tokenizer)
     policy = HFPolicy(model, tokenizer, max_batch_size=args.batch)
+    if args.admit_after is not None:
+        policy.admit_after = args.admit_after
     probe = Probe(policy)
     prompt_lengths = [len(prompt_ids(tokenizer, m)) for m in work.messages]
     print(
         f"model {args.model}, {len(work.messages)} requests ({len(set(work.item_ids))} arith"
         f" val items), B={args.batch}, max_tokens={args.max_tokens}, greedy,"
         f" prompt {min(prompt_lengths)}-{max(prompt_lengths)} tokens,"
-        f" torch threads {torch.get_num_threads()}, gateway wait {args.wait_ms:g} ms"
+        f" torch threads {torch.get_num_threads()}, gateway wait {args.wait_ms:g} ms,"
+        f" admit after {policy.admit_after} row-steps"
     )
 
     results: dict[str, list[Measure]] = {name: [] for name in paths}
