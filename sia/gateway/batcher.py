@@ -48,19 +48,41 @@ class _Task:
 
 
 _STOP = object()
+_EXPECT_POLL_S = 0.005
 
 
 class MicroBatcher:
-    """Runs ``backend.generate`` on one thread over batches of concurrent requests."""
+    """Runs ``backend.generate`` on one thread over batches of concurrent requests.
 
-    def __init__(self, backend: Backend, *, max_batch: int = 8, wait_ms: float = 5.0) -> None:
+    A batch starts ``wait_ms`` after its first request, or once ``max_batch`` requests are
+    in. ``expected()``, when given, counts callers that are about to send (the gateway's
+    episodes with no request in flight); while it is positive and the batch is not full,
+    the start is put off, up to ``max_wait_ms`` after the first request. Requests that a
+    batch of episodes sends as the episodes start thus begin decoding together, instead of
+    as a staggered trickle whose every late-comer needs a prefill pass of its own.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_batch: int = 8,
+        wait_ms: float = 5.0,
+        expected: Callable[[], int] | None = None,
+        max_wait_ms: float = 200.0,
+    ) -> None:
         if max_batch < 1:
             raise GatewayError(f"max_batch must be >= 1, got {max_batch}")
-        if wait_ms < 0:
-            raise GatewayError(f"batch wait must be >= 0 ms, got {wait_ms}")
+        if wait_ms < 0 or max_wait_ms < wait_ms:
+            raise GatewayError(
+                f"batch waits must satisfy 0 <= wait_ms <= max_wait_ms, got {wait_ms}, "
+                f"{max_wait_ms}"
+            )
         self._backend = backend
         self._max_batch = max_batch
         self._wait = wait_ms / 1000.0
+        self._max_wait = max_wait_ms / 1000.0
+        self._expected = expected
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -108,13 +130,15 @@ class MicroBatcher:
                 _settle(first.future, first.fn)
                 continue
             batch = [first]
-            deadline = time.monotonic() + self._wait
+            started = time.monotonic()
             pending: Any = None
             while len(batch) < self._max_batch:
-                left = deadline - time.monotonic()
+                left = self._left(started)
                 try:
                     item = self._queue.get(timeout=left) if left > 0 else self._queue.get_nowait()
                 except queue.Empty:
+                    if self._left(started) > 0:
+                        continue
                     break
                 if not isinstance(item, _Job):
                     # A stop or a control task ends the batch; it runs right after it.
@@ -129,6 +153,16 @@ class MicroBatcher:
                 return
             if pending is not None:
                 _settle(pending.future, pending.fn)
+
+    def _left(self, started: float) -> float:
+        """Seconds the batch begun at ``started`` may still wait for more requests."""
+        elapsed = time.monotonic() - started
+        if elapsed < self._wait:
+            return self._wait - elapsed
+        if self._expected is not None and elapsed < self._max_wait and self._expected() > 0:
+            # Short slices: the count drops as soon as the last expected caller has sent.
+            return min(self._max_wait - elapsed, _EXPECT_POLL_S)
+        return 0.0
 
     def _generate(self, batch: list[_Job]) -> None:
         self.batch_sizes.append(len(batch))

@@ -48,10 +48,24 @@ class Gateway:
     ``drain_calls`` returns (and forgets) every call recorded so far.
     """
 
-    def __init__(self, backend: Backend, *, max_batch: int = 8, batch_wait_ms: float = 5) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        max_batch: int = 8,
+        batch_wait_ms: float = 5,
+        max_batch_wait_ms: float = 200,
+    ) -> None:
         self._backend = backend
-        self._batcher = MicroBatcher(backend, max_batch=max_batch, wait_ms=batch_wait_ms)
+        self._batcher = MicroBatcher(
+            backend,
+            max_batch=max_batch,
+            wait_ms=batch_wait_ms,
+            expected=self._idle_episodes,
+            max_wait_ms=max_batch_wait_ms,
+        )
         self._tickets: dict[str, Budget] = {}
+        self._in_flight = 0  # requests submitted to the batcher and not yet answered
         self._calls: list[CallRow] = []
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
@@ -153,6 +167,11 @@ class Gateway:
             raise GatewayError("unknown or released episode token")
         return budget.calls, budget.tokens
 
+    def _idle_episodes(self) -> int:
+        """Registered episodes with no request in flight: likely to send one soon."""
+        with self._lock:
+            return max(0, len(self._tickets) - self._in_flight)
+
     def drain_calls(self) -> list[CallRow]:
         """Every call recorded since the last drain, in completion order."""
         with self._lock:
@@ -224,11 +243,16 @@ class Gateway:
             stop=call.stop,
         )
         started = time.perf_counter()
+        with self._lock:
+            self._in_flight += 1
         try:
             generation = await asyncio.wrap_future(self._batcher.submit(gen_request))
         except Exception as error:
             budget.settle(granted, 0)
             return _error(500, "generation_failed", f"{type(error).__name__}: {error}")
+        finally:
+            with self._lock:
+                self._in_flight -= 1
         latency_ms = (time.perf_counter() - started) * 1000.0
         budget.settle(granted, generation.usage.completion_tokens)
         self._record(ticket, index, call, gen_request, generation, latency_ms)

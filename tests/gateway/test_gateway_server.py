@@ -1,5 +1,6 @@
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -74,6 +75,42 @@ def test_concurrent_requests_share_a_backend_call(
     assert len(backend.batches) < 8
     assert max(len(batch) for batch in backend.batches) > 1
     assert gateway.batch_sizes == [len(batch) for batch in backend.batches]
+
+
+def _staggered(gateway: Gateway, clients: list[openai.OpenAI], gap_s: float) -> None:
+    """The clients call one after another, ``gap_s`` apart, each in its own thread."""
+
+    def call(client: openai.OpenAI) -> None:
+        client.chat.completions.create(model="policy", messages=USER, max_tokens=2)
+
+    threads = [threading.Thread(target=call, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+        time.sleep(gap_s)
+    for thread in threads:
+        thread.join()
+
+
+def test_a_batch_waits_for_registered_episodes_that_have_not_called_yet() -> None:
+    backend = ScriptedBackend(delay_s=0.0)
+    with Gateway(backend, max_batch=8, batch_wait_ms=5, max_batch_wait_ms=2000) as gateway:
+        clients = [
+            client_for(gateway, gateway.register_episode(ticket(f"ep-{i}"))) for i in range(4)
+        ]
+        clients[0].models.list()
+        # 40 ms apart: far beyond the 5 ms wait, within the 2 s one for expected callers.
+        _staggered(gateway, clients, 0.04)
+        assert gateway.batch_sizes == [4]
+
+
+def test_episodes_that_never_call_hold_a_batch_back_only_up_to_the_cap() -> None:
+    backend = ScriptedBackend(delay_s=0.0)
+    with Gateway(backend, max_batch=8, batch_wait_ms=5, max_batch_wait_ms=100) as gateway:
+        caller = client_for(gateway, gateway.register_episode(ticket("ep-0")))
+        for i in range(5):
+            gateway.register_episode(ticket(f"silent-{i}"))
+        _staggered(gateway, [caller, caller], 0.3)
+        assert gateway.batch_sizes == [1, 1]
 
 
 def test_every_call_is_recorded_with_its_episode(gateway: Gateway) -> None:
