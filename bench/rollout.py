@@ -379,6 +379,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--wait-ms", type=float, default=5.0, help="gateway batch wait")
     parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=200.0,
+        help="how long a batch may wait for registered episodes that have not called yet",
+    )
+    parser.add_argument(
         "--admit-after",
         type=int,
         default=None,
@@ -411,15 +417,25 @@ def main() -> None:
         f"model {args.model}, {len(work.messages)} requests ({len(set(work.item_ids))} arith"
         f" val items), B={args.batch}, max_tokens={args.max_tokens}, greedy,"
         f" prompt {min(prompt_lengths)}-{max(prompt_lengths)} tokens,"
-        f" torch threads {torch.get_num_threads()}, gateway wait {args.wait_ms:g} ms,"
+        f" torch threads {torch.get_num_threads()}, gateway wait {args.wait_ms:g} ms"
+        f" (up to {args.max_wait_ms:g} ms for expected callers),"
         f" admit after {policy.admit_after} row-steps"
     )
 
     results: dict[str, list[Measure]] = {name: [] for name in paths}
-    with Gateway(policy, max_batch=args.batch, batch_wait_ms=args.wait_ms) as gateway:
+    with Gateway(
+        policy,
+        max_batch=args.batch,
+        batch_wait_ms=args.wait_ms,
+        max_batch_wait_ms=args.max_wait_ms,
+    ) as gateway:
         runners: dict[str, Callable[[int], Measure]] = {
-            "baseline": lambda r: run_baseline(model, tokenizer, work, eos),
-            "policy": lambda r: run_policy(policy, work, probe),
+            # On the gateway's model thread, like the gateway's own decoding: a second
+            # thread doing torch work would slow both (see Gateway.on_model_thread).
+            "baseline": lambda r: gateway.on_model_thread(
+                lambda: run_baseline(model, tokenizer, work, eos)
+            ),
+            "policy": lambda r: gateway.on_model_thread(lambda: run_policy(policy, work, probe)),
             "gateway": lambda r: run_gateway(gateway, work, probe),
         }
         for m in multiples:
@@ -434,8 +450,8 @@ def main() -> None:
             4,
             args.batch,
         )
-        run_baseline(model, tokenizer, short, eos)
-        run_policy(policy, short, probe)
+        gateway.on_model_thread(lambda: run_baseline(model, tokenizer, short, eos))
+        gateway.on_model_thread(lambda: run_policy(policy, short, probe))
         if len(paths) > 2:
             run_gateway(gateway, short, probe)
         for round_ in range(args.rounds):

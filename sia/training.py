@@ -74,7 +74,9 @@ class LoRATrainer:
     """A :class:`~sia.ports.Trainer` on the ``hf`` backend; a context manager.
 
     ``load_base`` returns a fresh ``(model, tokenizer)`` of the base for each training, so
-    nothing trained leaks into the model that serves rollouts. Adapters are written under a
+    nothing trained leaks into the model that serves rollouts. ``run_on_model_thread(fn)``
+    runs the training (``Gateway.on_model_thread``): see there why all model work of a
+    process belongs on one thread. Adapters are written under a
     private temporary folder; the orchestrator stores a copy, and the folder goes at close.
     """
 
@@ -88,6 +90,7 @@ class LoRATrainer:
         lora_rank: int = 8,
         lora_alpha: int = 16,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
+        run_on_model_thread: Callable[[Callable[[], Any]], Any] | None = None,
     ) -> None:
         from rl.lora import LoraSettings
 
@@ -98,6 +101,7 @@ class LoRATrainer:
         self._lora = LoraSettings(rank=lora_rank, alpha=lora_alpha)
         self._overrides = {name: dict(values) for name, values in (overrides or {}).items()}
         self._root = Path(tempfile.mkdtemp(prefix="sia-train-"))
+        self._run = run_on_model_thread or (lambda fn: fn())
 
     def __enter__(self) -> Self:
         return self
@@ -131,9 +135,10 @@ class LoRATrainer:
             )
         out = self._root / f"{request.run_id}-{request.iteration}"
         shutil.rmtree(out, ignore_errors=True)
-        model, tokenizer = self._load_base()
-        try:
-            result = train_lora(
+
+        def fit() -> Any:
+            model, tokenizer = self._load_base()
+            return train_lora(
                 model,
                 tokenizer,
                 samples,
@@ -144,13 +149,14 @@ class LoRATrainer:
                 init_adapter=request.base_adapter_path,
                 out_dir=out,
             )
+
+        try:
+            result = self._run(fit)
         except RLConfigError:
             raise  # a bad setting is the user's to fix, not a lack of signal
         except RLError as error:
             # No usable signal (e.g. every group scored alike): no adapter, not a crash.
             raise NoCandidate(str(error)) from error
-        finally:
-            del model
         return TrainedAdapter(
             path=result.path,
             algorithm=result.algorithm,

@@ -62,7 +62,7 @@ def _backend(config: RunConfig):
     return HFPolicy(model, tokenizer)
 
 
-def _trainer(config: RunConfig, recorder: Recorder):
+def _trainer(config: RunConfig, recorder: Recorder, gateway: Any):
     """A LoRA trainer on a fresh copy of the policy's base weights (``hf`` only)."""
     if config.backend != "hf" or "train" not in LEVERS_BY_MODE[config.mode]:
         return None
@@ -76,6 +76,7 @@ def _trainer(config: RunConfig, recorder: Recorder):
         base_digest=base_model_digest(model_path(config.policy)),
         lora_rank=config.lora_rank,
         lora_alpha=config.lora_alpha,
+        run_on_model_thread=gateway.on_model_thread,
     )
 
 
@@ -96,7 +97,7 @@ def open_components(
     task = get_task(config.task, seed=config.seed)
     meta, feedback = _agents(config, task)
     with open_serving(config, recorder, task=task, progress=progress) as served:
-        trainer = _trainer(config, recorder)
+        trainer = _trainer(config, recorder, served.gateway)
         with contextlib.ExitStack() as stack:
             if trainer is not None:
                 stack.enter_context(trainer)
@@ -114,6 +115,7 @@ class Serving:
     """A run's task and a harness runner in front of its policy, served by a gateway."""
 
     task: Any
+    gateway: Any
     runner: Any
 
 
@@ -142,4 +144,4 @@ def open_serving(
             task, gateway, recorder, concurrency=2 * GATEWAY_MAX_BATCH, progress=progress
         ) as runner,
     ):
-        yield Serving(task=task, runner=runner)
+        yield Serving(task=task, gateway=gateway, runner=runner)
