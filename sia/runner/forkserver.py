@@ -106,8 +106,12 @@ class ForkServer:
         self.close()
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):
+        # At interpreter exit module globals may already be gone; the server then sees its
+        # stdin close with this process and exits by itself.
+        try:  # noqa: SIM105 - contextlib may be gone at exit
             self._stop()
+        except Exception:
+            pass
 
     def _started(self) -> socket.socket:
         if self._control is not None and self._process is not None:
