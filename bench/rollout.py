@@ -266,34 +266,44 @@ def run_gateway(gateway: Gateway, work: Workload, probe: Probe) -> Measure:
     )
 
 
+def harness_runner(task: Any, gateway: Gateway, work: Workload, concurrency: int) -> Any:
+    """A runner that lives across rounds, as a run's does (its fork server starts once)."""
+    recorder = InMemoryRecorder()
+    runner = HarnessRunner(
+        task,
+        gateway,
+        recorder,
+        concurrency=concurrency,
+        episode_timeout=600.0,
+        budget=EpisodeBudget(max_calls=4, max_tokens=4 * work.max_tokens),
+    )
+    return runner, recorder
+
+
 def run_harness(
-    task: Any, gateway: Gateway, work: Workload, probe: Probe, round_: int, concurrency: int
+    runner: HarnessRunner,
+    recorder: Any,
+    gateway: Gateway,
+    work: Workload,
+    probe: Probe,
+    round_: int,
 ) -> Measure:
     seen = len(gateway.batch_sizes)
-    with InMemoryRecorder() as recorder:
-        runner = HarnessRunner(
-            task,
-            gateway,
-            recorder,
-            concurrency=concurrency,
-            episode_timeout=600.0,
-            budget=EpisodeBudget(max_calls=4, max_tokens=4 * work.max_tokens),
-        )
-        request = RolloutRequest(
-            run_id="bench",
-            iteration=round_,
-            harness_commit="bench",
-            harness=work.harness,
-            adapter_tag=None,
-            adapter_path=None,
-            item_ids=tuple(work.item_ids),
-            seed=0,
-        )
-        before = probe.read()
-        start = time.perf_counter()
-        result = runner.rollout(request)
-        seconds = time.perf_counter() - start
-        calls = recorder.read_calls("bench", round_)
+    request = RolloutRequest(
+        run_id="bench",
+        iteration=round_,
+        harness_commit="bench",
+        harness=work.harness,
+        adapter_tag=None,
+        adapter_path=None,
+        item_ids=tuple(work.item_ids),
+        seed=0,
+    )
+    before = probe.read()
+    start = time.perf_counter()
+    result = runner.rollout(request)
+    seconds = time.perf_counter() - start
+    calls = recorder.read_calls("bench", round_)
     if result.failures:
         print(f"    warning: {result.failures} of {result.episodes} harness episodes failed")
     # Episode ids end with the item id and carry the request index after the iteration.
@@ -438,9 +448,10 @@ def main() -> None:
             "policy": lambda r: gateway.on_model_thread(lambda: run_policy(policy, work, probe)),
             "gateway": lambda r: run_gateway(gateway, work, probe),
         }
-        for m in multiples:
-            runners[f"harness c={m * args.batch}"] = lambda r, c=m * args.batch: run_harness(
-                task, gateway, work, probe, r, c
+        harnesses = {m: harness_runner(task, gateway, work, m * args.batch) for m in multiples}
+        for m, (runner, recorder) in harnesses.items():
+            runners[f"harness c={m * args.batch}"] = lambda r, h=runner, rec=recorder: run_harness(
+                h, rec, gateway, work, probe, r
             )
         # Warm up every path once on a short slice (first calls pay one-off costs).
         short = Workload(
@@ -454,6 +465,8 @@ def main() -> None:
         gateway.on_model_thread(lambda: run_policy(policy, short, probe))
         if len(paths) > 2:
             run_gateway(gateway, short, probe)
+        for runner, recorder in harnesses.values():
+            run_harness(runner, recorder, gateway, short, probe, 0)
         for round_ in range(args.rounds):
             line = []
             for name in paths:
@@ -463,6 +476,9 @@ def main() -> None:
             print(f"  round {round_ + 1}: " + "   ".join(line) + "  tok/s")
         if "harness" in chosen:
             startup = episode_overhead(task, gateway, work, args.batch)
+        for runner, recorder in harnesses.values():
+            runner.close()
+            recorder.close()
     report(results, work)
     if "harness" in chosen:
         print(

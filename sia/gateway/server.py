@@ -67,7 +67,6 @@ class Gateway:
             max_wait_ms=max_batch_wait_ms,
         )
         self._tickets: dict[str, Budget] = {}
-        self._in_flight = 0  # requests submitted to the batcher and not yet answered
         self._calls: list[CallRow] = []
         self._lock = threading.Lock()
         self._server: uvicorn.Server | None = None
@@ -170,9 +169,12 @@ class Gateway:
         return budget.calls, budget.tokens
 
     def _idle_episodes(self) -> int:
-        """Registered episodes with no request in flight: likely to send one soon."""
+        """Registered episodes that have not called yet: each is about to send a request.
+
+        One that has called may be finishing instead; waiting for it would idle the model.
+        """
         with self._lock:
-            return max(0, len(self._tickets) - self._in_flight)
+            return sum(1 for budget in self._tickets.values() if budget.calls == 0)
 
     def drain_calls(self) -> list[CallRow]:
         """Every call recorded since the last drain, in completion order."""
@@ -256,16 +258,11 @@ class Gateway:
             stop=call.stop,
         )
         started = time.perf_counter()
-        with self._lock:
-            self._in_flight += 1
         try:
             generation = await asyncio.wrap_future(self._batcher.submit(gen_request))
         except Exception as error:
             budget.settle(granted, 0)
             return _error(500, "generation_failed", f"{type(error).__name__}: {error}")
-        finally:
-            with self._lock:
-                self._in_flight -= 1
         latency_ms = (time.perf_counter() - started) * 1000.0
         budget.settle(granted, generation.usage.completion_tokens)
         self._record(ticket, index, call, gen_request, generation, latency_ms)

@@ -182,11 +182,77 @@ def warm_up() -> None:
     import openai
 
     _ssl_context = ssl.create_default_context()
-    warm = openai.OpenAI(base_url="http://127.0.0.1:9/v1", api_key="-", max_retries=0)
-    # Cached for the whole process: a forked episode must not run ``uname`` again.
-    with contextlib.suppress(Exception):
-        warm.platform_headers()
-    warm.close()
+    with _StubServer() as base_url:
+        warm = openai.OpenAI(
+            base_url=base_url,
+            api_key="-",
+            max_retries=0,
+            http_client=openai.DefaultHttpxClient(verify=_ssl_context),
+        )
+        # Cached for the whole process: a forked episode must not run ``uname`` again.
+        with contextlib.suppress(Exception):
+            warm.platform_headers()
+        # A first call costs ~25 ms of lazy imports and response-model building; make
+        # one of each kind here, once, instead of in every forked episode.
+        with contextlib.suppress(Exception):
+            warm.chat.completions.create(
+                model="policy", messages=[{"role": "user", "content": "-"}], max_tokens=1
+            )
+        with contextlib.suppress(Exception):
+            warm.completions.create(model="policy", prompt="-", max_tokens=1, stop=["\n"])
+        warm.close()
+
+
+class _StubServer:
+    """A one-thread loopback server answering completion calls with a canned reply."""
+
+    def __enter__(self) -> str:
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length") or 0))
+                body = json.dumps(_stub_reply(self.path.endswith("/chat/completions")))
+                data = body.encode("utf-8")
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = HTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Nothing may keep running: the caller forks next.
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def _stub_reply(chat: bool) -> dict[str, Any]:
+    usage = {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}
+    if chat:
+        choice: dict[str, Any] = {"message": {"role": "assistant", "content": "0"}}
+        kind = "chat.completion"
+    else:
+        choice = {"text": "0"}
+        kind = "text_completion"
+    choice.update(index=0, finish_reason="stop", logprobs=None)
+    return {
+        "id": "warm-up",
+        "object": kind,
+        "created": 0,
+        "model": "policy",
+        "choices": [choice],
+        "usage": usage,
+    }
 
 
 def _client(job: dict[str, Any]) -> Any:
