@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -43,7 +44,9 @@ class ForkServer:
     """One pre-started episode interpreter that forks a child per episode.
 
     Started on first use and restarted if it died; :meth:`close` (or garbage collection,
-    or this process exiting) stops it.
+    or this process exiting) stops it. A server that cannot start at all is not tried
+    again: :meth:`spawn` raises :class:`RunnerError` and the sandbox starts the episode as
+    a fresh interpreter instead.
     """
 
     def __init__(self, env: Mapping[str, str], *, landlock: bool) -> None:
@@ -53,6 +56,8 @@ class ForkServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._home: Path | None = None
+        # Why the server cannot start here; later episodes then run without it.
+        self._broken: str | None = None
 
     def spawn(
         self, harness_dir: Path, cwd: Path, env: Mapping[str, str], landlock_port: int
@@ -114,6 +119,8 @@ class ForkServer:
             pass
 
     def _started(self) -> socket.socket:
+        if self._broken is not None:
+            raise RunnerError(self._broken)
         if self._control is not None and self._process is not None:
             if self._process.poll() is None:
                 return self._control
@@ -139,20 +146,28 @@ class ForkServer:
         finally:
             theirs.close()
         self._control = ours
-        ours.settimeout(_START_TIMEOUT_S)
-        try:
-            greeting = ours.recv(4096)
-        except OSError as error:
-            greeting = f"no greeting ({error})".encode()
-        ours.settimeout(None)
+        greeting = self._greeting(ours, self._process)
         if greeting != b"ready":
-            tail = log.read_text("utf-8", "replace")[-1000:]
+            tail = log.read_text("utf-8", "replace").strip()
             self._stop()
-            raise RunnerError(
+            self._broken = (
                 f"the episode fork server did not start: {greeting.decode(errors='replace')}"
-                + (f"; {tail.strip().splitlines()[-1]}" if tail.strip() else "")
+                + (f"; {tail.splitlines()[-1]}" if tail else "")
             )
+            raise RunnerError(self._broken)
         return ours
+
+    @staticmethod
+    def _greeting(control: socket.socket, process: subprocess.Popen[bytes]) -> bytes:
+        """The server's first message; a server that dies first is noticed at once."""
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([control], [], [], 0.1)
+            if ready:
+                return control.recv(4096)
+            if process.poll() is not None:
+                return f"it exited with code {process.returncode}".encode()
+        return f"no greeting within {_START_TIMEOUT_S:g}s".encode()
 
     def _stop(self) -> None:
         process, self._process = self._process, None

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sia.errors import SiaError
 from sia.runner import episode as _episode_module
 from sia.runner import guard as _guard
+from sia.runner.errors import RunnerError
 from sia.runner.forkserver import ForkedProcess, ForkServer
 
 __all__ = [
@@ -132,13 +132,15 @@ def run_episode_process(
         {**job, "memory_mb": limits.memory_mb, "cpu_seconds": limits.cpu_seconds}
     ).encode("utf-8")
     started = time.perf_counter()
-    process: subprocess.Popen[bytes] | ForkedProcess
+    process: subprocess.Popen[bytes] | ForkedProcess | None = None
     try:
         if fork_server is not None:
-            process = fork_server.spawn(
-                harness_dir, scratch, episode_env(scratch), _gateway_port(job.get("base_url"))
-            )
-        else:
+            # A server that cannot start here (RunnerError) leaves a fresh interpreter.
+            with contextlib.suppress(RunnerError):
+                process = fork_server.spawn(
+                    harness_dir, scratch, episode_env(scratch), _gateway_port(job.get("base_url"))
+                )
+        if process is None:
             process = subprocess.Popen(
                 episode_command(harness_dir, job),
                 stdin=subprocess.PIPE,
@@ -149,7 +151,7 @@ def run_episode_process(
                 start_new_session=True,
                 close_fds=True,
             )
-    except (OSError, SiaError) as error:
+    except OSError as error:
         return ProcessOutcome("error", None, f"cannot start the episode: {error}", 0.0, "")
     try:
         stdout, stderr = process.communicate(payload, timeout=limits.timeout_s)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from sia.runner import EpisodeLimits, build_job, run_episode_process
+from sia.runner import EpisodeLimits, build_job, forkserver, run_episode_process
+from sia.runner.errors import RunnerError
 from sia.runner.forkserver import ForkServer, fork_server_supported
 from sia.runner.sandbox import episode_env, landlock_available
 
@@ -42,6 +43,7 @@ _INTROSPECT = """
             "pid": os.getpid(), "sid": os.getsid(0), "cwd": os.getcwd(),
             "home": os.environ.get("HOME"), "state": STATE,
             "preloaded": "openai" in sys.modules, "client": type(client).__name__,
+            "forked": "_sia_episode" in sys.modules,
         })
 """
 
@@ -60,7 +62,7 @@ def test_each_episode_is_its_own_forked_process(tmp_path: Path, server: ForkServ
         assert answer["cwd"] == str((tmp_path / f"e{n}" / "scratch").resolve())
         assert answer["home"] == str(tmp_path / f"e{n}" / "scratch")
         assert answer["state"] == [f"e{n}"]
-        assert answer["preloaded"] and answer["client"] == "OpenAI"
+        assert answer["preloaded"] and answer["client"] == "OpenAI" and answer["forked"]
 
 
 def test_a_killed_server_is_started_again(tmp_path: Path, server: ForkServer) -> None:
@@ -118,3 +120,23 @@ def test_a_job_for_a_missing_scratch_folder_fails_the_episode_only(
     assert outcome.status == "error"
     assert outcome.reason.startswith("sandbox: cannot start the episode: FileNotFoundError")
     assert _episode(tmp_path, "after", _INTROSPECT, server).status == "ok"
+
+
+def test_a_server_that_cannot_start_leaves_episodes_to_fresh_interpreters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "zygote.py"
+    broken.write_text("raise SystemExit(3)\n")
+    monkeypatch.setattr(forkserver, "_ZYGOTE", broken)
+    server = ForkServer(episode_env(tmp_path), landlock=landlock_available())
+    with pytest.raises(RunnerError, match="did not start: it exited with code 3"):
+        server.spawn(tmp_path, tmp_path, {}, 0)
+    # Not tried again: later spawns fail at once with the same reason.
+    with pytest.raises(RunnerError, match="exited with code 3"):
+        server.spawn(tmp_path, tmp_path, {}, 0)
+    outcomes = [_episode(tmp_path, f"e{n}", _INTROSPECT, server) for n in range(2)]
+    for outcome in outcomes:
+        assert (outcome.status, outcome.reason) == ("ok", ""), outcome.stderr_tail
+        answer = json.loads(outcome.answer)
+        # A fresh interpreter (not a fork of the server), in its own session.
+        assert not answer["forked"] and answer["sid"] == answer["pid"]
