@@ -43,7 +43,7 @@ _INTROSPECT = """
             "pid": os.getpid(), "sid": os.getsid(0), "cwd": os.getcwd(),
             "home": os.environ.get("HOME"), "state": STATE,
             "preloaded": "openai" in sys.modules, "client": type(client).__name__,
-            "forked": "_sia_episode" in sys.modules,
+            "forked": sys.modules["__main__"].__file__.endswith("zygote.py"),
         })
 """
 
