@@ -15,6 +15,11 @@ size B, and counts generated tokens the same way: up to and including EOS, never
              concurrency (``--concurrency``, multiples of B): with exactly B episodes in
              flight, a slot is idle while its next episode process starts up; 2B keeps
              start-ups overlapping with decoding. The gateway's batch is B either way.
+             Each concurrency keeps one runner (and its episode fork server) across
+             rounds, as a run does; the warm-up starts it.
+
+All model work runs on the gateway's model thread, the baseline's included, as in a run:
+a second thread doing torch work makes OpenMP throttle both (``Gateway.on_model_thread``).
 
 Last, the episode processes are timed alone (an ``agent.py`` that returns without calling
 the model): the start-up cost every harness episode pays, whatever the model.
