@@ -118,19 +118,6 @@ def workload(task: Any, n_items: int, max_tokens: int, batch: int) -> Workload:
     return Workload(item_ids, messages, harness, max_tokens, batch)
 
 
-def eos_ids(model: Any, tokenizer: Any) -> list[int]:
-    ids: set[int] = set()
-    for source in (getattr(model, "generation_config", None), model.config):
-        value = getattr(source, "eos_token_id", None)
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, list | tuple):
-            ids.update(int(v) for v in value)
-    if tokenizer.eos_token_id is not None:
-        ids.add(int(tokenizer.eos_token_id))
-    return sorted(ids)
-
-
 class Probe:
     """Seconds spent inside the policy's generate calls, and its decode step counters."""
 
@@ -422,8 +409,8 @@ def main() -> None:
     model, tokenizer = load(args.model)
     task = get_task("arith", seed=0)
     work = workload(task, args.items, args.max_tokens, args.batch)
-    eos = eos_ids(model, tokenizer)
     policy = HFPolicy(model, tokenizer, max_batch_size=args.batch)
+    eos = sorted(policy.eos_ids)  # the same stop tokens for the baseline
     if args.admit_after is not None:
         policy.admit_after = args.admit_after
     probe = Probe(policy)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ledger import InMemoryRecorder, Recorder
 from sia.config import RunConfig
 from sia.errors import SiaError
-from sia.history import run_state
+from sia.history import iteration_records, run_state
 from sia.ports import EvalRequest
 from sia.workspace import Workspace
 from statemachine import events as ev
@@ -48,9 +48,7 @@ class CandidateScore:
 def recorded_candidates(recorder: Recorder, run_id: str) -> list[RecordedCandidate]:
     """Every candidate the run evaluated on val, in iteration order."""
     state = run_state(recorder, run_id)
-    records = {rec.iteration: rec for rec in state.iterations}
-    if state.current is not None:
-        records[state.current.iteration] = state.current
+    records = iteration_records(state)
     found = []
     for envelope in envelopes(recorder.read(run_id)):
         event = envelope.event

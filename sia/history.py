@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from ledger import Recorder, RunNotFound
 from statemachine.replay import replay
-from statemachine.state import RunState
+from statemachine.state import IterationRecord, RunState
 
-__all__ = ["harness_at", "run_state"]
+__all__ = ["harness_at", "iteration_records", "run_state"]
 
 
 def run_state(recorder: Recorder, run_id: str) -> RunState:
@@ -14,6 +14,14 @@ def run_state(recorder: Recorder, run_id: str) -> RunState:
     if recorder.head(run_id) is None:
         raise RunNotFound(f"no run named {run_id} in this workspace")
     return replay(run_id, recorder.read(run_id))
+
+
+def iteration_records(state: RunState) -> dict[int, IterationRecord]:
+    """Every iteration of ``state`` by number, the one still running included."""
+    records = {rec.iteration: rec for rec in state.iterations}
+    if state.current is not None:
+        records[state.current.iteration] = state.current
+    return records
 
 
 def harness_at(state: RunState, iteration: int) -> str:

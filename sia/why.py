@@ -16,7 +16,7 @@ from typing import Any
 from harness_repo.repo import HarnessRepo
 from ledger import Recorder
 from sia.errors import SiaError
-from sia.history import run_state
+from sia.history import iteration_records, run_state
 from statemachine import events as ev
 from statemachine.replay import envelopes
 
@@ -30,9 +30,7 @@ def explain_iteration(recorder: Recorder, repo: HarnessRepo, run_id: str, iterat
     baseline, which has no decision) is asked for.
     """
     state = run_state(recorder, run_id)
-    records = {rec.iteration: rec for rec in state.iterations}
-    if state.current is not None:
-        records[state.current.iteration] = state.current
+    records = iteration_records(state)
     if iteration == 0 and 0 in records:
         raise SiaError(
             f"iteration 0 of {run_id} is the baseline: the initial harness, evaluated "

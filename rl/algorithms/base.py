@@ -29,10 +29,11 @@ from rl.errors import RLConfigError, RLError
 if TYPE_CHECKING:
     import torch
 
+    from rl.batch import TokenBatch
     from rl.data import Sample
     from rl.policy import Policy
 
-__all__ = ["Algorithm", "AlgorithmConfig", "ScoredSample", "setting"]
+__all__ = ["Algorithm", "AlgorithmConfig", "ScoredSample", "sequence_batch", "setting"]
 
 
 def setting(
@@ -143,6 +144,18 @@ class ScoredSample:
     sample: Sample
     advantage: float = 0.0
     tokens: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+def sequence_batch(
+    policy: Policy, items: Sequence[ScoredSample]
+) -> tuple[TokenBatch, torch.Tensor, torch.Tensor]:
+    """``items`` as one batch, its current logprobs (B, W) and sequence advantages (B,)."""
+    import torch
+
+    batch = policy.batch([item.sample for item in items])
+    logprobs, _ = policy.logprobs(batch)  # (B, W)
+    advantages = torch.tensor([i.advantage for i in items], device=logprobs.device)  # (B,)
+    return batch, logprobs, advantages
 
 
 ItemT = TypeVar("ItemT")

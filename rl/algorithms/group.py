@@ -14,7 +14,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from rl.algorithms.base import Algorithm, AlgorithmConfig, ScoredSample, setting
+from rl.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    ScoredSample,
+    sequence_batch,
+    setting,
+)
 from rl.data import Sample, group_by
 
 if TYPE_CHECKING:
@@ -89,14 +95,11 @@ class GroupPolicyGradient(Algorithm[GroupConfigT, ScoredSample]):
     def loss(
         self, policy: Policy, items: Sequence[ScoredSample]
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        import torch
 
         from rl.losses import grpo_loss, k3_kl, masked_mean
 
         config = self.config
-        batch = policy.batch([item.sample for item in items])
-        logprobs, _ = policy.logprobs(batch)  # (B, W)
-        advantages = torch.tensor([i.advantage for i in items], device=logprobs.device)  # (B,)
+        batch, logprobs, advantages = sequence_batch(policy, items)
         ref = None
         if config.beta > 0:
             ref = batch.place([item.tokens["ref_logprobs"] for item in items])

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from rl.algorithms.base import Algorithm, AlgorithmConfig, ScoredSample, setting
+from rl.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    ScoredSample,
+    sequence_batch,
+    setting,
+)
 from rl.data import Sample, group_by
 
 if TYPE_CHECKING:
@@ -79,9 +85,7 @@ class ReinforceKL(Algorithm[ReinforceKLConfig, ScoredSample]):
         from rl.losses import k3_kl, masked_mean, reinforce_kl_loss
 
         config = self.config
-        batch = policy.batch([item.sample for item in items])
-        logprobs, _ = policy.logprobs(batch)  # (B, W)
-        advantages = torch.tensor([i.advantage for i in items], device=logprobs.device)  # (B,)
+        batch, logprobs, advantages = sequence_batch(policy, items)
         ref = batch.place([item.tokens["ref_logprobs"] for item in items])  # (B, W)
         loss = reinforce_kl_loss(
             logprobs,

@@ -123,6 +123,11 @@ class HFPolicy:
         return self._device
 
     @property
+    def eos_ids(self) -> frozenset[int]:
+        """Token ids that end a completion (model config, generation config, tokenizer)."""
+        return self._eos_ids
+
+    @property
     def active_adapter(self) -> str | None:
         """The adapter applied to every call, or ``None`` for the base model."""
         return self._active

@@ -76,7 +76,7 @@ def main(argv: list[str]) -> int:
                 os.read(wake_read, 512)
             _reap(waiting)
         if control in readable:
-            _serve(control, episode, landlock, waiting, (control.fileno(), wake_read, wake_write))
+            _serve(control, episode, landlock, waiting)
 
 
 def _serve(
@@ -84,7 +84,6 @@ def _serve(
     episode: Any,
     landlock: bool,
     waiting: dict[int, int],
-    private: tuple[int, ...],
 ) -> None:
     message, fds, _, _ = socket.recv_fds(control, _MAX_HEADER, _FDS_PER_EPISODE)
     if len(fds) != _FDS_PER_EPISODE:

@@ -9,17 +9,7 @@ from click.testing import CliRunner
 
 from sia.agents import offline
 from sia.cli import cli
-from sia.models.tiny import build_tiny
 from tasks import get_task
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    model, tokenizer = build_tiny(seed=0)
-    directory = tmp_path_factory.mktemp("models") / "tiny"
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def _text(value) -> str:
@@ -36,7 +26,7 @@ def _text(value) -> str:
 
 
 @pytest.mark.slow
-def test_the_feedback_agent_sees_no_val_or_test_item(tmp_path, tiny_dir, monkeypatch):
+def test_the_feedback_agent_sees_no_val_or_test_item(tmp_path, tiny_model_dir, monkeypatch):
     seen: list[str] = []
     decide, for_task = offline.RuleFeedbackAgent.decide, offline.RuleFeedbackAgent.for_task.__func__
 
@@ -51,7 +41,7 @@ def test_the_feedback_agent_sees_no_val_or_test_item(tmp_path, tiny_dir, monkeyp
 
     monkeypatch.setattr(offline.RuleFeedbackAgent, "decide", capture_decide)
     monkeypatch.setattr(offline.RuleFeedbackAgent, "for_task", classmethod(capture_for_task))
-    args = ["-w", str(tmp_path / "ws"), "run", "--mode", "w+h", "--policy", str(tiny_dir)]
+    args = ["-w", str(tmp_path / "ws"), "run", "--mode", "w+h", "--policy", str(tiny_model_dir)]
     args += ["--iterations", "2", "--batch-size", "3", "--seed", "5", "--run-id", "r", "--json"]
     out = CliRunner().invoke(cli, args)
     assert out.exit_code == 0, out.output

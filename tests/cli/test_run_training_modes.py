@@ -10,7 +10,6 @@ from harness_repo.errors import ArtifactCorrupt
 from sia.cli import cli
 from sia.models import load_model
 from sia.models.hf_backend import HFPolicy
-from sia.models.tiny import build_tiny
 from sia.workspace import Workspace
 from tasks import registry
 from tasks.arith import ArithConfig, ArithTask
@@ -35,24 +34,17 @@ def any_number_task(monkeypatch):
     monkeypatch.setattr(registry, "_FACTORIES", factories)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory):
-    model, tokenizer = build_tiny(seed=0)
-    directory = tmp_path_factory.mktemp("models") / "tiny"
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
-def _run(ws, tiny_dir, mode, *extra, task="any-number"):
-    args = ["--workspace", str(ws), "run", "--mode", mode, "--policy", str(tiny_dir)]
+def _run(ws, tiny_model_dir, mode, *extra, task="any-number"):
+    args = ["--workspace", str(ws), "run", "--mode", mode, "--policy", str(tiny_model_dir)]
     args += ["--task", task]
     args += ["--iterations", "1", "--batch-size", "2", "--run-id", mode, "--json", *extra]
     return CliRunner().invoke(cli, args)
 
 
-def test_an_unknown_forced_algorithm_is_refused_before_anything_is_written(tmp_path, tiny_dir):
-    out = _run(tmp_path / "ws", tiny_dir, "w", "--algorithm", "sgd-magic")
+def test_an_unknown_forced_algorithm_is_refused_before_anything_is_written(
+    tmp_path, tiny_model_dir
+):
+    out = _run(tmp_path / "ws", tiny_model_dir, "w", "--algorithm", "sgd-magic")
     assert out.exit_code == 1 and "unknown algorithm 'sgd-magic'" in out.output
     assert (
         not (tmp_path / "ws").exists() or not Workspace.open(tmp_path / "ws").ledger_path.exists()
@@ -60,9 +52,9 @@ def test_an_unknown_forced_algorithm_is_refused_before_anything_is_written(tmp_p
 
 
 @pytest.mark.slow
-def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_dir):
+def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_model_dir):
     ws = tmp_path / "ws"
-    out = _run(ws, tiny_dir, "w", "--algorithm", "bon_bc")
+    out = _run(ws, tiny_model_dir, "w", "--algorithm", "bon_bc")
     assert out.exit_code == 0, out.output
     summary = json.loads(out.stdout)
     assert summary["status"] == "done"
@@ -83,7 +75,7 @@ def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_dir):
     assert workspace.artifacts().exists(manifest["sha256"])
     # The candidate was evaluated with its adapter applied to every call.
     assert evals and {c.adapter_tag for c in evals} == {tag}
-    _reloaded_adapter_reproduces_its_eval(workspace, tiny_dir, tag, evals)
+    _reloaded_adapter_reproduces_its_eval(workspace, tiny_model_dir, tag, evals)
     _reevaluation_reproduces_the_recorded_scores(ws, replay)
     _corrupted_adapter_is_refused(ws, workspace, manifest["sha256"])
 
@@ -103,9 +95,9 @@ def _reevaluation_reproduces_the_recorded_scores(ws, replay):
     assert "evaluated no candidate at iteration(s) 7 (evaluated: 0, 1)" in missing.output
 
 
-def _reloaded_adapter_reproduces_its_eval(workspace, tiny_dir, tag, evals):
+def _reloaded_adapter_reproduces_its_eval(workspace, tiny_model_dir, tag, evals):
     """The adapter, loaded from the store by its tag, re-scores the eval's tokens exactly."""
-    model, tokenizer = load_model(tiny_dir)
+    model, tokenizer = load_model(tiny_model_dir)
     policy = HFPolicy(model, tokenizer)
     manifest = workspace.repo().adapter_manifest(tag)
     policy.load_adapter(tag, workspace.artifacts().path(manifest["sha256"]))
@@ -140,10 +132,10 @@ def _corrupted_adapter_is_refused(ws, workspace, digest):
 
 
 @pytest.mark.slow
-def test_a_train_without_signal_is_abandoned_and_the_run_finishes(tmp_path, tiny_dir):
+def test_a_train_without_signal_is_abandoned_and_the_run_finishes(tmp_path, tiny_model_dir):
     """On real arith the untrained tiny model never scores: nothing to learn from."""
     ws = tmp_path / "ws"
-    out = _run(ws, tiny_dir, "w", "--algorithm", "grpo", task="arith")
+    out = _run(ws, tiny_model_dir, "w", "--algorithm", "grpo", task="arith")
     assert out.exit_code == 0, out.output
     replay = json.loads(CliRunner().invoke(cli, ["-w", str(ws), "replay", "w", "--json"]).stdout)
     it = replay["iterations"][1]
