@@ -387,10 +387,10 @@ def main() -> None:
         help="how long a batch may wait for registered episodes that have not called yet",
     )
     parser.add_argument(
-        "--admit-after",
-        type=int,
-        default=None,
-        help="row-steps free places may idle before waiting rows join (default: the policy's)",
+        "--decode",
+        choices=("auto", "packed", "padded"),
+        default="auto",
+        help="the policy's decode loop (see sia.models.decoding); auto: packed if the model can",
     )
     parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset")
     parser.add_argument(
@@ -409,10 +409,9 @@ def main() -> None:
     model, tokenizer = load(args.model)
     task = get_task("arith", seed=0)
     work = workload(task, args.items, args.max_tokens, args.batch)
-    policy = HFPolicy(model, tokenizer, max_batch_size=args.batch)
+    packed = None if args.decode == "auto" else args.decode == "packed"
+    policy = HFPolicy(model, tokenizer, max_batch_size=args.batch, packed=packed)
     eos = sorted(policy.eos_ids)  # the same stop tokens for the baseline
-    if args.admit_after is not None:
-        policy.admit_after = args.admit_after
     probe = Probe(policy)
     prompt_lengths = [len(prompt_ids(tokenizer, m)) for m in work.messages]
     print(
@@ -421,7 +420,7 @@ def main() -> None:
         f" prompt {min(prompt_lengths)}-{max(prompt_lengths)} tokens,"
         f" torch threads {torch.get_num_threads()}, gateway wait {args.wait_ms:g} ms"
         f" (up to {args.max_wait_ms:g} ms for expected callers),"
-        f" admit after {policy.admit_after} row-steps"
+        f" {'packed' if policy.packed else 'padded'} decoding"
     )
 
     results: dict[str, list[Measure]] = {name: [] for name in paths}

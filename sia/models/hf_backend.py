@@ -7,8 +7,9 @@ logprob of the sampled token" ambiguous. Here each request has its own seeded ge
 its logprobs come from exactly the distribution it was sampled from.
 
 The loop also batches continuously: a finished row leaves the batch at once and a waiting
-request is prefilled and merged into the running KV cache (left-padded, masked), so the
-batch stays full while requests keep arriving (:meth:`HFPolicy.generate_continuous`).
+request joins the next forward pass, so the batch stays full while requests keep arriving
+(:meth:`HFPolicy.generate_continuous`; the loops themselves are in
+:mod:`sia.models.decoding`).
 """
 
 from __future__ import annotations
@@ -17,15 +18,14 @@ import itertools
 import secrets
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from sia.models.decoding import Row, decode_packed, decode_padded, packable
 from sia.models.errors import AdapterError, GenerationError, describe
-from sia.models.generation import FinishReason, Generation, GenRequest, Usage, encode_prompt
-from sia.models.sampling import next_tokens
+from sia.models.generation import Generation, GenRequest, Usage, encode_prompt
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -33,41 +33,6 @@ if TYPE_CHECKING:
 __all__ = ["HFPolicy"]
 
 _ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
-
-
-@dataclass
-class _Row:
-    """Decoding state of one request inside a batch."""
-
-    request: GenRequest
-    prompt_ids: list[int]
-    budget: int
-    seed: int | None
-    generator: torch.Generator | None
-    completion_ids: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-    finish_reason: FinishReason = "length"
-    text: str | None = None
-    done: bool = False
-    index: int = -1  # arrival order in a continuous run
-
-
-@dataclass
-class _Batch:
-    """Rows decoding together over one left-padded KV cache.
-
-    ``attention`` (B, T) marks the cached positions that hold a row's real tokens (left
-    padding is 0); ``positions`` (B,) is the rotary position of each row's next input token;
-    ``logits`` (B, V) are the scores of each row's next token, not yet sampled.
-    """
-
-    rows: list[_Row]
-    cache: Any
-    attention: torch.Tensor
-    positions: torch.Tensor
-    temperature: torch.Tensor
-    top_p: torch.Tensor
-    logits: torch.Tensor
 
 
 class HFPolicy:
@@ -84,6 +49,7 @@ class HFPolicy:
         *,
         device: str = "cpu",
         max_batch_size: int = 16,
+        packed: bool | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise GenerationError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -95,9 +61,6 @@ class HFPolicy:
         self._model: Any = self._base
         self._tokenizer = tokenizer
         self._max_batch_size = max_batch_size
-        #: Continuous batching: free places x decode steps that rows waiting to join a
-        #: running batch may leave unused before they are prefilled (see ``_run``).
-        self.admit_after = max_batch_size // 2
         self._lock = threading.RLock()
         self._active: str | None = None
         self._adapters: dict[str, Path] = {}
@@ -108,6 +71,12 @@ class HFPolicy:
         self._pad_id = pad if pad is not None else min(self._eos_ids)
         self._max_positions: int | None = getattr(model.config, "max_position_embeddings", None)
         self._stats = {"prefills": 0, "prefill_rows": 0, "steps": 0, "step_rows": 0}
+        can_pack = packable(self._base)
+        if packed and not can_pack:
+            raise GenerationError(
+                "this model cannot decode packed (it needs full attention with sdpa or eager)"
+            )
+        self._packed = can_pack if packed is None else packed
 
     @property
     def model(self) -> Any:
@@ -154,7 +123,7 @@ class HFPolicy:
         """
         with self._lock, torch.inference_mode():
             rows = [self._row(request) for request in requests]
-            self._run(list(rows))
+            self._decode(list(rows))
             return [self._result(row) for row in rows]
 
     def generate_continuous(
@@ -181,7 +150,7 @@ class HFPolicy:
         """
         with self._lock, torch.inference_mode():
             arrivals = itertools.count()
-            waiting: list[_Row] = []
+            waiting: list[Row] = []
 
             def take(incoming: Sequence[GenRequest]) -> None:
                 for request in incoming:
@@ -195,7 +164,7 @@ class HFPolicy:
                     waiting.append(row)
 
             take(requests)
-            self._run(
+            self._decode(
                 waiting,
                 refill=lambda room: take(admit(room)),
                 report=lambda row: finished(row.index, self._result(row)),
@@ -326,7 +295,7 @@ class HFPolicy:
     def _known(self) -> str:
         return "loaded: " + (", ".join(self._adapters) or "none")
 
-    def _row(self, request: GenRequest) -> _Row:
+    def _row(self, request: GenRequest) -> Row:
         if not isinstance(request, GenRequest):
             raise GenerationError(f"expected GenRequest, got {type(request).__name__}")
         prompt_ids = self.encode(request)
@@ -346,118 +315,33 @@ class HFPolicy:
                 seed = secrets.randbits(63)
             generator = torch.Generator(device=self._device)
             generator.manual_seed(seed)
-        return _Row(request, prompt_ids, budget, seed, generator)
+        return Row(request, prompt_ids, budget, seed, generator)
 
-    def _run(
+    @property
+    def packed(self) -> bool:
+        """Whether decoding packs every row into one sequence (see :mod:`sia.models.decoding`)."""
+        return self._packed
+
+    def _decode(
         self,
-        waiting: list[_Row],
+        waiting: list[Row],
         *,
         refill: Callable[[int], None] | None = None,
-        report: Callable[[_Row], None] | None = None,
+        report: Callable[[Row], None] | None = None,
     ) -> None:
-        """Decode ``waiting`` rows, up to ``max_batch_size`` at a time, until none is left.
+        common = {
+            "max_batch": self._max_batch_size,
+            "advance": self._advance,
+            "stats": self._stats,
+            "refill": refill,
+            "report": report,
+        }
+        if self._packed:
+            decode_packed(self._model, waiting, **common)
+        else:
+            decode_padded(self._model, waiting, pad_id=self._pad_id, **common)
 
-        Before every step, free places go to waiting rows (``refill(n)`` may first append up
-        to ``n`` more); they are prefilled and merged into the running batch. Models whose
-        cache cannot be merged only start new rows once the batch has drained.
-
-        A prefill is a forward pass of its own whose cost hardly depends on how many rows it
-        holds, so while more rows may still arrive (``refill`` given), rows joining a
-        running batch are gathered: they are let in once they fill every free place, or
-        once free places have gone unused for ``admit_after`` row-steps.
-        """
-        batch: _Batch | None = None
-        unused = 0  # free places x steps while rows waited to join
-        while True:
-            room = self._max_batch_size - (len(batch.rows) if batch is not None else 0)
-            if refill is not None and room > len(waiting):
-                refill(room - len(waiting))
-            if waiting and room > 0 and (batch is None or _mergeable(batch.cache)):
-                if (
-                    batch is None
-                    or refill is None
-                    or len(waiting) >= room
-                    or unused >= self.admit_after
-                ):
-                    fresh = self._prefill(waiting[:room])
-                    del waiting[:room]
-                    batch = fresh if batch is None else _merge(batch, fresh)
-                    unused = 0
-                else:
-                    unused += room
-            if batch is None:
-                return
-            batch = self._step(batch, report)
-
-    def _prefill(self, rows: list[_Row]) -> _Batch:
-        width = max(len(row.prompt_ids) for row in rows)
-        padded = [[self._pad_id] * (width - len(row.prompt_ids)) + row.prompt_ids for row in rows]
-        mask = [[0] * (width - len(row.prompt_ids)) + [1] * len(row.prompt_ids) for row in rows]
-        input_ids = torch.tensor(padded, dtype=torch.long, device=self._device)  # (B, L)
-        attention = torch.tensor(mask, dtype=torch.long, device=self._device)  # (B, L)
-        # Left padding shifts each row; positions count real tokens only, so a padded row
-        # sees the same rotary positions it would unpadded.
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)  # (B, L)
-        output = self._model(
-            input_ids=input_ids,
-            attention_mask=attention,
-            position_ids=positions,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        self._stats["prefills"] += 1
-        self._stats["prefill_rows"] += len(rows)
-        return _Batch(
-            rows=list(rows),
-            cache=output.past_key_values,
-            attention=attention,
-            positions=positions[:, -1] + 1,
-            temperature=torch.tensor([r.request.temperature for r in rows], device=self._device),
-            top_p=torch.tensor([r.request.top_p for r in rows], device=self._device),
-            logits=output.logits[:, -1, :],
-        )
-
-    def _step(self, batch: _Batch, report: Callable[[_Row], None] | None) -> _Batch | None:
-        """Sample every row's next token; drop finished rows; run one decode step."""
-        tokens, logprobs = next_tokens(
-            batch.logits, batch.temperature, batch.top_p, [row.generator for row in batch.rows]
-        )
-        for row, token, logprob in zip(batch.rows, tokens.tolist(), logprobs.tolist(), strict=True):
-            self._advance(row, token, logprob)
-        keep = [slot for slot, row in enumerate(batch.rows) if not row.done]
-        if report is not None and len(keep) < len(batch.rows):
-            for row in batch.rows:
-                if row.done:
-                    report(row)
-        if not keep:
-            return None
-        if len(keep) < len(batch.rows):
-            # Drop finished rows from the batch so long stragglers do not pay for them.
-            selector = torch.tensor(keep, device=self._device)
-            batch.cache.batch_select_indices(selector)
-            batch.rows = [batch.rows[slot] for slot in keep]
-            tokens, batch.attention = tokens[selector], batch.attention[selector]
-            batch.positions = batch.positions[selector]
-            batch.temperature, batch.top_p = batch.temperature[selector], batch.top_p[selector]
-            _trim(batch)
-        batch.attention = torch.cat(
-            [batch.attention, batch.attention.new_ones((len(batch.rows), 1))], dim=-1
-        )
-        output = self._model(
-            input_ids=tokens.unsqueeze(-1),  # (B', 1)
-            attention_mask=batch.attention,  # (B', T + 1)
-            position_ids=batch.positions.unsqueeze(-1),  # (B', 1)
-            past_key_values=batch.cache,
-            use_cache=True,
-        )
-        self._stats["steps"] += 1
-        self._stats["step_rows"] += len(batch.rows)
-        batch.cache = output.past_key_values
-        batch.logits = output.logits[:, -1, :]
-        batch.positions = batch.positions + 1
-        return batch
-
-    def _advance(self, row: _Row, token: int, logprob: float) -> None:
+    def _advance(self, row: Row, token: int, logprob: float) -> None:
         row.completion_ids.append(token)
         row.logprobs.append(logprob)
         if token in self._eos_ids:
@@ -478,7 +362,7 @@ class HFPolicy:
     def _decode_text(self, ids: list[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
-    def _result(self, row: _Row) -> Generation:
+    def _result(self, row: Row) -> Generation:
         text = row.text if row.text is not None else self._decode_text(row.completion_ids)
         prompt, completion = len(row.prompt_ids), len(row.completion_ids)
         return Generation(
@@ -491,62 +375,6 @@ class HFPolicy:
             seed=row.seed,
             adapter=self._active,
         )
-
-
-def _mergeable(cache: Any) -> bool:
-    """Whether rows of two caches like ``cache`` can be joined (plain per-layer K/V tensors)."""
-    from transformers.cache_utils import DynamicLayer
-
-    layers = getattr(cache, "layers", None)
-    return bool(layers) and all(
-        type(layer) is DynamicLayer and layer.is_initialized for layer in layers
-    )
-
-
-def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
-    """``tensor`` widened to ``length`` along ``dim`` by zeros on the left."""
-    missing = length - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def _merge(batch: _Batch, fresh: _Batch) -> _Batch:
-    """One batch holding the rows of both, ``batch``'s first; caches are left-padded to fit.
-
-    Padded cache positions are masked out, so each row attends to exactly what it did.
-    """
-    length = max(batch.attention.shape[1], fresh.attention.shape[1])
-    for old, new in zip(batch.cache.layers, fresh.cache.layers, strict=True):
-        # (B, heads, T, head_dim): the sequence is dim 2.
-        old.keys = torch.cat([_left_pad(old.keys, length, 2), _left_pad(new.keys, length, 2)])
-        old.values = torch.cat([_left_pad(old.values, length, 2), _left_pad(new.values, length, 2)])
-    return _Batch(
-        rows=batch.rows + fresh.rows,
-        cache=batch.cache,
-        attention=torch.cat(
-            [_left_pad(batch.attention, length, 1), _left_pad(fresh.attention, length, 1)]
-        ),
-        positions=torch.cat([batch.positions, fresh.positions]),
-        temperature=torch.cat([batch.temperature, fresh.temperature]),
-        top_p=torch.cat([batch.top_p, fresh.top_p]),
-        logits=torch.cat([batch.logits, fresh.logits]),
-    )
-
-
-def _trim(batch: _Batch) -> None:
-    """Drop leading cache positions that are padding for every remaining row."""
-    if not _mergeable(batch.cache):
-        return
-    first = int(batch.attention.any(dim=0).int().argmax())
-    if first == 0:
-        return
-    batch.attention = batch.attention[:, first:]
-    for layer in batch.cache.layers:
-        layer.keys = layer.keys[:, :, first:]
-        layer.values = layer.values[:, :, first:]
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> frozenset[int]:

@@ -61,9 +61,14 @@ def next_tokens(
     float32, each logprob under the distribution that row was sampled from (see
     :func:`sampling_logprobs`). Greedy takes the first maximum of the raw logits.
     """
-    logprobs = sampling_logprobs(logits, temperature, top_p)  # (B, V)
     tokens = logits.argmax(dim=-1)  # (B,)
     sampled = [row for row in range(len(generators)) if temperature[row] != 0]
+    if not sampled:
+        # All greedy: the chosen token's raw log-softmax, without materialising (B, V) of it.
+        logits = logits.float()
+        chosen = logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
+        return tokens, chosen
+    logprobs = sampling_logprobs(logits, temperature, top_p)  # (B, V)
     if sampled:
         # Inverse-CDF sampling: one uniform draw per row from that row's own generator. It is
         # an order of magnitude faster than torch.multinomial on a large vocabulary, and

@@ -9,10 +9,11 @@ from sia.models.tiny import build_tiny
 LORA_TARGETS = ["q_proj", "v_proj", "o_proj", "down_proj"]
 
 
-@pytest.fixture
-def tiny_policy() -> HFPolicy:
+@pytest.fixture(params=["packed", "padded"])
+def tiny_policy(request: pytest.FixtureRequest) -> HFPolicy:
+    """The seed-0 tiny model, once per decode loop (see ``sia.models.decoding``)."""
     model, tokenizer = build_tiny(seed=0)
-    return HFPolicy(model, tokenizer)
+    return HFPolicy(model, tokenizer, packed=request.param == "packed")
 
 
 @pytest.fixture(scope="session")

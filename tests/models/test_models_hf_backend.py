@@ -49,7 +49,7 @@ def test_greedy_is_deterministic_across_calls_and_instances(tiny_policy):
     first = tiny_policy.generate([request])[0]
     assert tiny_policy.generate([request])[0] == first
     model, tokenizer = build_tiny(seed=0)
-    assert HFPolicy(model, tokenizer).generate([request])[0] == first
+    assert HFPolicy(model, tokenizer, packed=tiny_policy.packed).generate([request])[0] == first
 
 
 def test_seeded_sampling_is_reproducible_and_seed_sensitive(tiny_policy):

@@ -60,6 +60,20 @@ def test_greedy_takes_the_first_maximum_and_its_raw_logprob():
     assert logprobs.item() == pytest.approx(torch.log_softmax(logits, -1)[0, 1].item())
 
 
+def test_an_all_greedy_batch_scores_like_a_mixed_one():
+    logits = torch.randn(3, 50, generator=torch.Generator().manual_seed(3)) * 4
+    greedy = torch.zeros(3)
+    tokens, fast = next_tokens(logits, greedy, torch.ones(3), [None] * 3)
+    mixed = torch.tensor([0.0, 0.0, 0.0, 1.0])
+    rows = torch.cat([logits, logits[:1]])
+    generators = [None, None, None, torch.Generator().manual_seed(0)]
+    same_tokens, general = next_tokens(rows, mixed, torch.ones(4), generators)
+    assert same_tokens[:3].tolist() == tokens.tolist() == logits.argmax(-1).tolist()
+    assert fast.tolist() == pytest.approx(general[:3].tolist(), abs=1e-6)
+    reference = torch.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    assert fast.tolist() == pytest.approx(reference.tolist(), abs=1e-6)
+
+
 def test_sampling_is_reproducible_per_generator_and_stays_in_the_nucleus():
     logits = logits_of(PROBS).repeat(2, 1)
     temperature, top_p = torch.tensor([1.0, 1.0]), torch.tensor([0.79, 0.79])
