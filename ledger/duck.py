@@ -368,9 +368,7 @@ class DuckDBRecorder(Recorder):
         for step in range(version, SCHEMA_VERSION):
             for statement in MIGRATIONS[step]:
                 con.execute(statement)
-        con.execute(
-            "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
-        )
+        con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
         con.commit()
 
 
