@@ -19,7 +19,8 @@ __all__ = [
     "VerifyReport",
 ]
 
-EPISODE_PURPOSES = ("rollout", "eval")
+#: ``smoke``: one episode of an agent's proposed harness, run before it may be committed.
+EPISODE_PURPOSES = ("rollout", "eval", "smoke")
 EPISODE_STATUSES = ("ok", "error", "timeout")
 
 

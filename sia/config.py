@@ -10,10 +10,12 @@ from statemachine.errors import ConfigError
 from statemachine.planner import Budget
 from statemachine.state import LEVERS_BY_MODE
 
-__all__ = ["BACKENDS", "RunConfig"]
+__all__ = ["AGENTS", "BACKENDS", "RunConfig"]
 
 #: Policy backends a run can name; ``vllm`` arrives with GPU support.
 BACKENDS: tuple[str, ...] = ("hf", "openai")
+#: Meta and Feedback agent implementations a run can name.
+AGENTS: tuple[str, ...] = ("offline", "claude")
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,24 @@ class RunConfig:
         default="OPENAI_API_KEY",
         metadata={"help": "environment variable holding the endpoint's API key (never stored)"},
     )
-    meta_agent: str = field(default="offline", metadata={"help": "agent writing the harness"})
-    feedback_agent: str = field(default="offline", metadata={"help": "agent choosing levers"})
+    meta_agent: str = field(
+        default="offline",
+        metadata={"help": "agent writing the initial harness: offline (the template) or claude"},
+    )
+    feedback_agent: str = field(
+        default="offline",
+        metadata={"help": "agent choosing edit or train: offline (named rules) or claude"},
+    )
+    agent_model: str = field(
+        default="claude-sonnet-5-5", metadata={"help": "model of the claude agents"}
+    )
+    agent_api_key_env: str = field(
+        default="ANTHROPIC_API_KEY",
+        metadata={"help": "environment variable holding the agents' API key (never stored)"},
+    )
+    agent_base_url: str | None = field(
+        default=None, metadata={"help": "API root for the claude agents; default: Anthropic's"}
+    )
     algorithm: str | None = field(default=None, metadata={"help": "force one RL algorithm"})
 
     def __post_init__(self) -> None:
@@ -99,6 +117,15 @@ class RunConfig:
                 )
         elif self.endpoint is not None:
             raise ConfigError(f"--endpoint is for the openai backend, not {self.backend}")
+        for role in ("meta_agent", "feedback_agent"):
+            if getattr(self, role) not in AGENTS:
+                raise ConfigError(
+                    f"{role} must be one of {', '.join(AGENTS)}, got {getattr(self, role)!r}"
+                )
+
+    @property
+    def uses_claude(self) -> bool:
+        return "claude" in (self.meta_agent, self.feedback_agent)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

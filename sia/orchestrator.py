@@ -26,6 +26,7 @@ from sia.ports import (
     Components,
     EvalRequest,
     FeedbackContext,
+    RecordsCalls,
     RolloutRequest,
     TrainRequest,
 )
@@ -210,12 +211,29 @@ class Orchestrator:
         crash_point("after-commit")
         return sha
 
+    def _consult(self, state: RunState, agent: object, ask: Callable[[], Any]):
+        """``ask()`` and the agent's call records; on failure the records are stored first."""
+        try:
+            answer = ask()
+        except BaseException:
+            calls = _agent_events(agent)
+            if calls:
+                self.append(state, calls)
+            raise
+        return answer, _agent_events(agent)
+
     def _write_initial_harness(self, state: RunState, step: WriteInitialHarness):
-        draft = self.c.meta.initial_harness(self.c.task)
-        sha = self._commit(state, step.iteration, draft.files, draft.rationale, None)
+        meta = self.c.meta
+        draft, calls = self._consult(
+            state, meta, lambda: meta.initial_harness(self.c.task, run_id=state.run_id)
+        )
+        # The commit's Sia-Event trailer names the seq its event gets: after the calls.
+        at = dataclasses.replace(state, last_seq=state.last_seq + len(calls))
+        sha = self._commit(at, step.iteration, draft.files, draft.rationale, None)
         summary = draft.rationale.splitlines()[0] if draft.rationale else ""
         return [
-            ev.HarnessCommitted(iteration=step.iteration, commit=sha, parent=None, summary=summary)
+            *calls,
+            ev.HarnessCommitted(iteration=step.iteration, commit=sha, parent=None, summary=summary),
         ]
 
     def _plan_batch(self, state: RunState, step: PlanBatch):
@@ -270,7 +288,8 @@ class Orchestrator:
             rollout=state.current.rollout,
             history=state.history.as_tuple(),
         )
-        decision = self.c.feedback.decide(context)
+        feedback = self.c.feedback
+        decision, calls = self._consult(state, feedback, lambda: feedback.decide(context))
         forced = state.config.get("algorithm")
         if forced and decision.lever == "train" and decision.algorithm != forced:
             decision = dataclasses.replace(
@@ -279,7 +298,7 @@ class Orchestrator:
                 algorithm_reason=f"forced by the run config (the agent chose "
                 f"{decision.algorithm}: {decision.algorithm_reason})",
             )
-        return [decision]
+        return [*calls, decision]
 
     def _apply_edit(self, state: RunState, step: ApplyEdit):
         files = dict(self.repo.files_at(step.parent))
@@ -367,3 +386,8 @@ class Orchestrator:
                 metrics=result.metrics,
             )
         ]
+
+
+def _agent_events(agent: object) -> list[ev.Event]:
+    """What a model-backed agent's last answer cost (nothing for the offline agents)."""
+    return agent.take_events() if isinstance(agent, RecordsCalls) else []

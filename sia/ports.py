@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from statemachine.events import DecisionMade, RolloutCompleted
+from statemachine.events import DecisionMade, Event, RolloutCompleted
 from statemachine.state import IterationRecord
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "HarnessDraft",
     "MetaAgent",
     "PolicyRunner",
+    "RecordsCalls",
     "RolloutRequest",
     "RolloutResult",
     "TaskSource",
@@ -127,13 +128,26 @@ class TrainedAdapter:
 class MetaAgent(Protocol):
     name: str
 
-    def initial_harness(self, task: TaskSource) -> HarnessDraft: ...
+    def initial_harness(self, task: TaskSource, *, run_id: str) -> HarnessDraft: ...
 
 
 class FeedbackAgent(Protocol):
     name: str
 
     def decide(self, context: FeedbackContext) -> DecisionMade: ...
+
+
+@runtime_checkable
+class RecordsCalls(Protocol):
+    """An agent backed by a model: what its last answer cost, as events to record.
+
+    ``take_events`` returns the :class:`~statemachine.events.AgentCalled` and
+    :class:`~statemachine.events.PatchRejected` events of the agent's last
+    ``initial_harness`` or ``decide`` call, once; the orchestrator stores them before that
+    call's own result.
+    """
+
+    def take_events(self) -> list[Event]: ...
 
 
 class PolicyRunner(Protocol):

@@ -40,14 +40,25 @@ def explain_iteration(recorder: Recorder, repo: HarnessRepo, run_id: str, iterat
     if rec is None:
         known = ", ".join(str(i) for i in sorted(records) if i > 0) or "none"
         raise SiaError(f"run {run_id} has no iteration {iteration} (iterations: {known})")
-    found: dict[str, Any] = {"seqs": {}}
+    found: dict[str, Any] = {"seqs": {}, "rejected": [], "calls": []}
     for envelope in envelopes(recorder.read(run_id)):
         event = envelope.event
         if getattr(event, "iteration", None) != iteration:
             continue
         name = type(event).__name__
         found["seqs"].setdefault(name, envelope.seq)
-        if isinstance(event, ev.HarnessCommitted):
+        if isinstance(event, ev.PatchRejected):
+            found["rejected"].append(
+                {
+                    "seq": envelope.seq,
+                    "attempt": event.attempt,
+                    "stage": event.stage,
+                    "reason": event.reason,
+                }
+            )
+        elif isinstance(event, ev.AgentCalled):
+            found["calls"].append(event)
+        elif isinstance(event, ev.HarnessCommitted):
             found["commit"] = event
         elif isinstance(event, ev.AdapterTagged):
             found["adapter"] = event
@@ -79,10 +90,26 @@ def explain_iteration(recorder: Recorder, repo: HarnessRepo, run_id: str, iterat
             "algorithm_reason": decision.algorithm_reason,
             "expected_effect": decision.expected_effect,
             "edit_summary": (decision.edit or {}).get("summary"),
+            "patch": (decision.edit or {}).get("patch"),
         },
         "evidence": dict(decision.diagnostics),
+        "rejected_patches": found["rejected"],
+        "agent_calls": _calls(found["calls"]),
         "produced": _produced(repo, found),
         "evaluation": _evaluation(found, rec),
+    }
+
+
+def _calls(calls: list[ev.AgentCalled]) -> dict[str, Any]:
+    """What asking a model-backed agent cost in this iteration (zero for offline agents)."""
+    priced = [call.cost_usd for call in calls if call.cost_usd is not None]
+    return {
+        "calls": len(calls),
+        "models": sorted({call.model for call in calls}),
+        "input_tokens": sum(call.input_tokens for call in calls),
+        "output_tokens": sum(call.output_tokens for call in calls),
+        "cost_usd": round(sum(priced), 6) if priced else None,
+        "unpriced_calls": len(calls) - len(priced),
     }
 
 

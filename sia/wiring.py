@@ -7,6 +7,7 @@ commands start fast.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,18 +25,53 @@ __all__ = ["GATEWAY_MAX_BATCH", "Serving", "check_supported", "open_components",
 GATEWAY_MAX_BATCH = 8
 
 
-def _agents(config: RunConfig, task):
+def _agents(config: RunConfig, task: Any, recorder: Recorder, runner: Any):
+    """The Meta and Feedback agents ``config`` names; Claude ones validate on ``runner``."""
     from sia.agents import RuleFeedbackAgent, TemplateMetaAgent
 
-    if config.meta_agent != "offline":
-        raise ConfigError(f"unknown meta agent {config.meta_agent!r} (available: offline)")
-    if config.feedback_agent != "offline":
-        raise ConfigError(f"unknown feedback agent {config.feedback_agent!r} (available: offline)")
-    return TemplateMetaAgent(), RuleFeedbackAgent.for_task(task)
+    meta: Any = TemplateMetaAgent()
+    feedback: Any = RuleFeedbackAgent.for_task(task)
+    if not config.uses_claude:
+        return meta, feedback
+    from rl.registry import ALGORITHMS
+    from sia.agents.claude import ClaudeClient, ClaudeFeedbackAgent, ClaudeMetaAgent
+    from sia.agents.validation import HarnessValidator
+    from sia.trajectories import read_trajectories
+
+    client = ClaudeClient(_claude_settings(config))
+    train = task.items("train")
+    check = HarnessValidator(runner, [item.id for item in train])
+    if config.meta_agent == "claude":
+        meta = ClaudeMetaAgent(client, check=check)
+    if config.feedback_agent == "claude":
+        feedback = ClaudeFeedbackAgent(
+            client,
+            trajectories=lambda run_id, iteration: read_trajectories(
+                recorder, run_id, iteration=iteration, purpose="rollout"
+            ),
+            answers={item.id: item.answer for item in train},
+            check=check,
+            algorithms={name: cls.summary for name, cls in ALGORITHMS.items()},
+        )
+    return meta, feedback
+
+
+def _claude_settings(config: RunConfig):
+    from sia.agents.claude import ClaudeSettings
+
+    return ClaudeSettings(
+        model=config.agent_model,
+        api_key_env=config.agent_api_key_env,
+        base_url=config.agent_base_url,
+    )
 
 
 def check_supported(config: RunConfig) -> None:
     """Refuse, before anything is written, a config this installation cannot run."""
+    if config.uses_claude and not os.environ.get(config.agent_api_key_env):
+        raise ConfigError(
+            f"the claude agents need an Anthropic API key in ${config.agent_api_key_env}"
+        )
     if config.algorithm is not None:
         from rl.registry import ALGORITHMS
 
@@ -95,8 +131,8 @@ def open_components(
 
     check_supported(config)
     task = get_task(config.task, seed=config.seed)
-    meta, feedback = _agents(config, task)
     with open_serving(config, recorder, task=task, progress=progress) as served:
+        meta, feedback = _agents(config, task, recorder, served.runner)
         trainer = _trainer(config, recorder, served.gateway)
         with contextlib.ExitStack() as stack:
             if trainer is not None:

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 __all__ = [
     "EVENT_TYPES",
     "AdapterTagged",
+    "AgentCalled",
     "BatchPlanned",
     "CandidateAbandoned",
     "CandidateAccepted",
@@ -23,6 +24,7 @@ __all__ = [
     "Event",
     "HarnessCommitted",
     "OutcomeRecorded",
+    "PatchRejected",
     "PhaseEntered",
     "RolloutCompleted",
     "RunBranched",
@@ -127,6 +129,40 @@ class DecisionMade(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class AgentCalled(Event):
+    """One call of a model-backed agent (Meta or Feedback) to its model: what it cost.
+
+    ``cost_usd`` is ``None`` when no price is on file for ``model``; token counts are the
+    provider's own. ``tools`` names the tools the reply asked for, in order.
+    """
+
+    iteration: int
+    agent: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float | None = None
+    latency_ms: float = 0.0
+    stop_reason: str = ""
+    tools: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PatchRejected(Event):
+    """A harness change an agent proposed that failed validation, and why; nothing was
+    committed. ``stage`` is where it failed: ``apply``, ``import`` or ``smoke``."""
+
+    iteration: int
+    agent: str
+    attempt: int
+    stage: str
+    reason: str
+    patch: str
+
+
+@dataclass(frozen=True, slots=True)
 class AdapterTagged(Event):
     """A trained LoRA adapter stored by digest and named by an annotated git tag."""
 
@@ -216,6 +252,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         BatchPlanned,
         HarnessCommitted,
         RolloutCompleted,
+        AgentCalled,
+        PatchRejected,
         DecisionMade,
         AdapterTagged,
         Evaluated,

@@ -68,6 +68,7 @@ class IterationRecord:
     accepted: bool | None = None
     outcome: ev.OutcomeRecorded | None = None
     abandoned: str | None = None  # why EDIT/TRAIN produced no candidate
+    rejected_patches: tuple[ev.PatchRejected, ...] = ()  # agent proposals that failed checks
 
 
 class History(Sequence[IterationRecord]):
@@ -139,6 +140,8 @@ class RunState:
     test_score: float | None = None
     test_metrics: dict[str, Any] = field(default_factory=dict)
     tokens_used: int = 0
+    agent_calls: int = 0
+    agent_cost_usd: float = 0.0  # calls without a price on file add nothing
     resumes: int = 0
     finish_reason: str | None = None
     error: str | None = None
@@ -245,6 +248,11 @@ def _enter(state: RunState, event: ev.PhaseEntered) -> RunState:
     return replace(state, phase=phase, current=current)
 
 
+def _agent_phase(state: RunState) -> Phase:
+    """Where agents work: the Meta Agent before the first harness, the Feedback Agent later."""
+    return Phase.PLAN if state.best is None else Phase.FEEDBACK
+
+
 def _fact(state: RunState, event: ev.Event) -> RunState:
     match event:
         case ev.BatchPlanned():
@@ -305,6 +313,16 @@ def _fact(state: RunState, event: ev.Event) -> RunState:
             cur = replace(cur, abandoned=event.reason, accepted=False)
         case ev.OutcomeRecorded():
             cur = replace(_need(state, Phase.EVAL, event), outcome=event)
+        case ev.AgentCalled():
+            cur = _need(state, _agent_phase(state), event)
+            state = replace(
+                state,
+                agent_calls=state.agent_calls + 1,
+                agent_cost_usd=state.agent_cost_usd + (event.cost_usd or 0.0),
+            )
+        case ev.PatchRejected():
+            cur = _need(state, _agent_phase(state), event)
+            cur = replace(cur, rejected_patches=(*cur.rejected_patches, event))
         case _:
             raise InvalidEvent(f"no fold rule for {type(event).__name__}")
     return replace(state, current=cur)

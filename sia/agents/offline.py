@@ -59,7 +59,7 @@ class TemplateMetaAgent:
 
     name = "offline-meta"
 
-    def initial_harness(self, task: TaskSource) -> HarnessDraft:
+    def initial_harness(self, task: TaskSource, *, run_id: str = "") -> HarnessDraft:
         files = dict(task.harness_template())
         missing = [path for path in ("agent.py", "harness.json") if path not in files]
         if missing:

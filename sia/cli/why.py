@@ -59,7 +59,7 @@ def _render(console: Console, audit: dict[str, Any]) -> None:
     for alt in decision["alternatives"]:
         alternatives.add_row(
             str(alt.get("lever")),
-            f"{alt.get('score', 0):+.1f}",
+            f"{alt.get('score', 0):+.2g}",
             "yes" if alt.get("allowed") else "no",
             str(alt.get("operator") or alt.get("algorithm") or "-"),
             str(alt.get("why", "")),
@@ -74,6 +74,23 @@ def _render(console: Console, audit: dict[str, Any]) -> None:
     console.print(evidence)
     if decision["algorithm"]:
         console.print(f"algorithm: {decision['algorithm']} — {decision['algorithm_reason']}")
+    for rejected in audit["rejected_patches"]:
+        console.print(
+            f"rejected patch {rejected['attempt']} at {rejected['stage']}: {rejected['reason']}"
+            f" (seq {rejected['seq']})",
+            markup=False,
+        )
+    if decision["patch"]:
+        console.print("patch:", markup=False)
+        console.print(decision["patch"], markup=False)
+    calls = audit["agent_calls"]
+    if calls["calls"]:
+        cost = "no price on file" if calls["cost_usd"] is None else f"${calls['cost_usd']:.4f}"
+        console.print(
+            f"agent calls: {calls['calls']} to {', '.join(calls['models'])}, "
+            f"{calls['input_tokens']} tokens in, {calls['output_tokens']} out, {cost}",
+            markup=False,
+        )
     console.print(f"expected: {decision['expected_effect']}", markup=False)
     console.print(f"produced: {_produced(audit['produced'])}", markup=False)
     console.print(f"realised: {_realised(audit['evaluation'])}", markup=False)

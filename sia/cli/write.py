@@ -11,7 +11,7 @@ from rich.console import Console
 
 from sia.cli.live import RunView, score_table, summary
 from sia.cli.main import cli, pass_workspace
-from sia.config import BACKENDS, RunConfig
+from sia.config import AGENTS, BACKENDS, RunConfig
 from sia.history import run_state
 from sia.orchestrator import Orchestrator
 from sia.wiring import check_supported, open_components
@@ -100,6 +100,30 @@ _as_json = click.option(
     help="Environment variable holding the endpoint's key (read, never stored).",
 )
 @click.option("--algorithm", default=None, help="Force one RL algorithm for every TRAIN.")
+@click.option(
+    "--meta-agent",
+    type=click.Choice(AGENTS),
+    default="offline",
+    show_default=True,
+    help="Who writes the initial harness: offline (the task's template) or claude.",
+)
+@click.option(
+    "--feedback-agent",
+    type=click.Choice(AGENTS),
+    default="offline",
+    show_default=True,
+    help="Who chooses edit or train: offline (named rules) or claude (reads trajectories).",
+)
+@click.option(
+    "--agent-model", default="claude-sonnet-5-5", show_default=True, help="Model of claude agents."
+)
+@click.option("--agent-base-url", default=None, help="API root for claude agents (a proxy).")
+@click.option(
+    "--agent-api-key-env",
+    default="ANTHROPIC_API_KEY",
+    show_default=True,
+    help="Environment variable holding the agents' key (read, never stored).",
+)
 @click.option("--run-id", default=None, help="Name of the run (default: run-<UTC time>).")
 @_quiet
 @_as_json
@@ -121,6 +145,11 @@ def run(
     endpoint: str | None,
     api_key_env: str,
     algorithm: str | None,
+    meta_agent: str,
+    feedback_agent: str,
+    agent_model: str,
+    agent_base_url: str | None,
+    agent_api_key_env: str,
     run_id: str | None,
     quiet: bool,
     as_json: bool,
@@ -131,6 +160,7 @@ def run(
     Examples:
         sia run --task arith --mode h --iterations 3 --batch-size 8
         sia run --backend openai --endpoint http://127.0.0.1:8000/v1 --policy my-model
+        ANTHROPIC_API_KEY=... sia run --meta-agent claude --feedback-agent claude
     """
     config = RunConfig(
         task=task,
@@ -146,6 +176,11 @@ def run(
         endpoint=endpoint,
         api_key_env=api_key_env,
         algorithm=algorithm,
+        meta_agent=meta_agent,
+        feedback_agent=feedback_agent,
+        agent_model=agent_model,
+        agent_base_url=agent_base_url,
+        agent_api_key_env=agent_api_key_env,
         budget=Budget(iterations=iterations, wall_seconds=wall_seconds, tokens=tokens),
     )
     run_id = run_id or dt.datetime.now(dt.UTC).strftime("run-%Y%m%d-%H%M%S")

@@ -8,6 +8,7 @@ the orchestrator, from the task's private items: labels never reach a harness pr
 from __future__ import annotations
 
 import json
+import secrets
 import tempfile
 import threading
 import time
@@ -176,6 +177,28 @@ class HarnessRunner:
         metrics["failures"] = sum(1 for outcome in outcomes if outcome.status != "ok")
         score = sum(o.reward for o in outcomes) / len(outcomes)
         return EvalResult(score=score, metrics=metrics)
+
+    def smoke(
+        self, *, run_id: str, iteration: int, harness: Mapping[str, bytes], item_id: str
+    ) -> EpisodeOutcome:
+        """One episode of a proposed, uncommitted ``harness`` on ``item_id`` (a train item).
+
+        The check an agent's harness change must pass before it is committed; recorded with
+        purpose ``smoke`` and harness commit ``uncommitted``.
+        """
+        episode = _Episode(f"smoke-{iteration}-{secrets.token_hex(4)}-{item_id}", item_id, 0)
+        outcomes, _ = self._run(
+            run_id=run_id,
+            iteration=iteration,
+            purpose="smoke",
+            split="train",
+            harness_commit="uncommitted",
+            harness=harness,
+            adapter_tag=None,
+            adapter_path=None,
+            episodes=[episode],
+        )
+        return outcomes[0]
 
     def _run(
         self,

@@ -5,7 +5,7 @@ from sia.ports import HarnessDraft, TaskSource
 
 
 def test_initial_harness_is_the_task_template(task):
-    draft = TemplateMetaAgent().initial_harness(task)
+    draft = TemplateMetaAgent().initial_harness(task, run_id="r")
     assert isinstance(draft, HarnessDraft)
     assert draft.files == task.harness_template()
     first_line = draft.rationale.splitlines()[0]
@@ -29,7 +29,7 @@ def test_a_task_without_template_is_refused(task):
             return {"agent.py": b""}
 
     with pytest.raises(AgentError, match="empty-v1 has no harness template"):
-        TemplateMetaAgent().initial_harness(Empty())
+        TemplateMetaAgent().initial_harness(Empty(), run_id="r")
 
 
 def test_agent_names():

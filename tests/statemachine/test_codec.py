@@ -16,6 +16,18 @@ def test_every_event_type_round_trips():
         assert decode(name, version, payload) == env.event
         seen.add(name)
     more = [
+        ev.AgentCalled(
+            iteration=1,
+            agent="claude-feedback",
+            model="m",
+            input_tokens=10,
+            output_tokens=2,
+            cost_usd=None,
+            tools=("decide",),
+        ),
+        ev.PatchRejected(
+            iteration=1, agent="a", attempt=1, stage="apply", reason="r", patch="--- a/x"
+        ),
         ev.RunResumed(pid=1, reconciled=("adopted x",)),
         ev.RunFailed(phase="PLAN", error="x"),
         ev.RunBranched(

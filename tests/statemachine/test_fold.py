@@ -122,3 +122,27 @@ def test_budget_stops_on_wall_time_and_target():
 
 def test_empty_state_is_empty():
     assert RunState("x").status == "empty" and next_step(RunState("x"), now=0) is None
+
+
+def test_agent_calls_and_rejected_patches_fold_where_agents_work():
+    envs = simulate("r1", iterations=2, mode="h")
+    feedback = next(i for i, e in enumerate(envs) if isinstance(e.event, ev.DecisionMade))
+    state = fold("r1", envs[:feedback])  # in FEEDBACK of iteration 1, before the decision
+    assert state.phase is Phase.FEEDBACK
+    call = ev.AgentCalled(
+        iteration=1, agent="a", model="m", input_tokens=5, output_tokens=1, cost_usd=0.25
+    )
+    unpriced = dataclasses.replace(call, cost_usd=None)
+    rejected = ev.PatchRejected(
+        iteration=1, agent="a", attempt=1, stage="smoke", reason="crashed", patch="--- a/x"
+    )
+    seq = state.last_seq
+    for offset, event in enumerate((call, unpriced, rejected), start=1):
+        state = evolve(state, Envelope(seq + offset, 0.0, event))
+    assert (state.agent_calls, state.agent_cost_usd) == (2, 0.25)
+    assert state.current.rejected_patches == (rejected,)
+    # Elsewhere they are invalid: a patch rejected during a rollout names no agent's work.
+    rollout = next(i for i, e in enumerate(envs) if isinstance(e.event, ev.BatchPlanned))
+    early = fold("r1", envs[: rollout + 3])
+    with pytest.raises(InvalidEvent, match="only valid in FEEDBACK"):
+        evolve(early, Envelope(early.last_seq + 1, 0.0, rejected))

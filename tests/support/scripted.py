@@ -199,7 +199,7 @@ class ScriptedTask:
 class ScriptedMeta:
     name: str = "scripted-meta"
 
-    def initial_harness(self, task: ScriptedTask) -> HarnessDraft:
+    def initial_harness(self, task: ScriptedTask, *, run_id: str = "") -> HarnessDraft:
         return HarnessDraft(
             task.harness_template(), f"Initial harness for {task.id}\n\nFrom the template."
         )
