@@ -12,6 +12,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -130,7 +131,7 @@ def _line(event: ev.Event) -> str | None:
         case ev.Evaluated(iteration=i, split=split, score=score):
             return f"  iteration {i}: {split} score [bold]{score:.3f}[/]"
         case ev.DecisionMade(iteration=i, lever="edit", edit=edit):
-            return f"  iteration {i}: edit — {(edit or {}).get('summary', '')}"
+            return f"  iteration {i}: edit — {escape(str((edit or {}).get('summary', '')))}"
         case ev.DecisionMade(iteration=i, lever=lever, algorithm=algorithm):
             return f"  iteration {i}: {lever} with {algorithm}"
         case ev.CandidateAccepted(iteration=i, score=score, previous_best=previous):
@@ -139,9 +140,11 @@ def _line(event: ev.Event) -> str | None:
         case ev.CandidateRejected(iteration=i, score=score, best_score=best):
             return f"  iteration {i}: [yellow]rejected[/] ({score:.3f} ≤ best {best:.3f})"
         case ev.CandidateAbandoned(iteration=i, phase=phase, reason=reason):
-            return f"  iteration {i}: [yellow]abandoned in {phase}[/]: {reason}"
+            return f"  iteration {i}: [yellow]abandoned in {phase}[/]: {escape(reason)}"
+        case ev.PatchRejected(iteration=i, agent=agent, stage=stage, reason=reason):
+            return f"  iteration {i}: {agent} patch rejected at {stage}: {escape(reason)}"
         case ev.RunFailed(phase=phase, error=error):
-            return f"[red]run failed in {phase}[/]: {error}"
+            return f"[red]run failed in {phase}[/]: {escape(error)}"
     return None
 
 
@@ -183,6 +186,10 @@ def score_table(state: RunState) -> Table:
             str(rec.iteration), _change(rec), _score(reward), _score(rec.score), verdict, test
         )
     table.caption = "test: scored once, on the best candidate, when the run ends"
+    if state.agent_calls:
+        table.caption += (
+            f"; agents: {state.agent_calls} model calls, ${state.agent_cost_usd:.4f} at list price"
+        )
     return table
 
 
@@ -195,4 +202,6 @@ def summary(state: RunState) -> dict[str, Any]:
         "best_val": state.best.score if state.best else None,
         "test": state.test_score,
         "val_by_iteration": {rec.iteration: rec.score for rec in state.iterations},
+        "agent_calls": state.agent_calls,
+        "agent_cost_usd": round(state.agent_cost_usd, 6),
     }

@@ -65,3 +65,21 @@ def test_episode_progress_updates_the_current_step():
         view.episodes(1, 2)
         task = view._progress.tasks[-1]
         assert (task.completed, task.total) == (1, 2)
+
+
+def test_agent_written_text_is_printed_literally():
+    from sia.cli.live import _line
+    from statemachine import events as ev
+
+    console = _console()
+    reason = "line 3 is '[/bold]', the patch expects '[red]x'"
+    rejected = ev.PatchRejected(
+        iteration=2, agent="claude-feedback", attempt=1, stage="apply", reason=reason, patch=""
+    )
+    edit = ev.DecisionMade(
+        iteration=2, lever="edit", agent="a", rationale="r", edit={"summary": "[/] oops"}
+    )
+    for event in (rejected, edit):
+        console.print(_line(event))
+    out = console.file.getvalue()
+    assert reason in out and "[/] oops" in out
