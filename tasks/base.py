@@ -111,6 +111,14 @@ class Task(abc.ABC):
             public[key] = item.meta[key]
         return public
 
+    def valid_answer(self, answer: str) -> bool | None:
+        """Whether ``answer`` is one of the task's labels; ``None``: no closed answer set.
+
+        Classification tasks override this, so the invalid-label rate of a rollout can
+        tell "answered outside the label set" apart from "picked the wrong label".
+        """
+        return None
+
     def demonstrations(self, k: int) -> list[dict[str, Any]]:
         """``k`` worked examples for few-shot prompting, from the train split only.
 

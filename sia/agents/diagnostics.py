@@ -59,6 +59,12 @@ class Diagnostics:
     recent_train_gains: tuple[float, ...]
     last_train_gain: float | None
     edits_tried: tuple[str, ...]
+    reward_mean: float | None = None
+    group_reward_var: float | None = None  # mean reward variance within an item's group
+    mixed_group_rate: float | None = None  # share of groups whose rewards differ
+    invalid_label_rate: float | None = None  # answers outside the task's label set
+    completion_tokens_p90: float | None = None
+    truncation_rate: float | None = None  # calls cut by max_tokens
 
     @property
     def rambling_ratio(self) -> float | None:
@@ -106,6 +112,16 @@ def diagnose(
         binary_reward=bool(binary),
         mean_completion_tokens=_number(metrics.get("mean_completion_tokens")),
         max_tokens=_int((config or {}).get("max_tokens")),
+        reward_mean=_number(metrics.get("reward_mean", rollout.mean_reward)),
+        group_reward_var=_number(metrics.get("group_reward_var")),
+        mixed_group_rate=_number(metrics.get("mixed_groups")),
+        invalid_label_rate=(
+            None
+            if _count(metrics, "invalid_answers") is None
+            else _share(_count(metrics, "invalid_answers"), episodes)
+        ),
+        completion_tokens_p90=_number(metrics.get("completion_tokens_p90")),
+        truncation_rate=_number(metrics.get("truncation_rate")),
         recent_edit_gains=tuple(edits[-thresholds.window :]),
         recent_train_gains=tuple(trains[-thresholds.window :]),
         last_train_gain=trains[-1] if trains else None,

@@ -186,6 +186,15 @@ ALGORITHM_RULES: tuple[AlgorithmRule, ...] = (
         ),
     ),
     AlgorithmRule(
+        "uniform-groups",
+        "bon_bc",
+        when=lambda e: e.d.mixed_group_rate == 0 and e.d.successes > 0,
+        why=lambda e: (
+            "no item's group of samples has both outcomes, so group-relative advantages are "
+            "zero everywhere; cloning the successful samples is the signal there is"
+        ),
+    ),
+    AlgorithmRule(
         "graded-reward",
         "grpo",
         when=lambda e: not e.d.binary_reward,
@@ -198,8 +207,13 @@ ALGORITHM_RULES: tuple[AlgorithmRule, ...] = (
         "grpo",
         when=lambda e: True,
         why=lambda e: (
-            f"a clean pass/fail reward with {e.d.success_rate:.0%} success leaves "
-            "groups with both outcomes; group-normalised advantages (GRPO) need no value model"
+            f"a clean pass/fail reward with {e.d.success_rate:.0%} success"
+            + (
+                f" and {e.d.mixed_group_rate:.0%} of groups holding both outcomes"
+                if e.d.mixed_group_rate is not None
+                else ""
+            )
+            + "; group-normalised advantages (GRPO) need no value model"
         ),
     ),
 )

@@ -146,7 +146,7 @@ class HarnessRunner:
             episodes=episodes,
             temperature=request.temperature,
         )
-        metrics = summarise(outcomes, calls)
+        metrics = summarise(outcomes, calls, getattr(self._task, "valid_answer", None))
         failures = sum(1 for outcome in outcomes if outcome.status != "ok")
         mean = sum(o.reward for o in outcomes) / len(outcomes)
         return RolloutResult(
@@ -173,7 +173,7 @@ class HarnessRunner:
             adapter_path=request.adapter_path,
             episodes=episodes,
         )
-        metrics = summarise(outcomes, calls)
+        metrics = summarise(outcomes, calls, getattr(self._task, "valid_answer", None))
         metrics["failures"] = sum(1 for outcome in outcomes if outcome.status != "ok")
         score = sum(o.reward for o in outcomes) / len(outcomes)
         return EvalResult(score=score, metrics=metrics)

@@ -174,6 +174,8 @@ def test_training_stalled_edits(feedback, template, make_context, make_record):
         (dict(mean_reward=0.05), [], "entropic", "rare-successes"),
         (dict(mean_reward=0.125), [], "bon_bc", "few-good-samples"),
         (dict(mean_reward=0.5), [], "grpo", "binary-mixed-outcomes"),
+        (dict(mean_reward=0.5, mixed_groups=0.5), [], "grpo", "binary-mixed-outcomes"),
+        (dict(mean_reward=0.5, mixed_groups=0.0), [], "bon_bc", "uniform-groups"),
         (dict(mean_reward=0.5, success_rate=0.3), [], "grpo", "graded-reward"),
         (dict(mean_reward=0.5), [("train", -0.05)], "reinforce_kl", "training-drift"),
         (dict(mean_reward=0.05), [("train", -0.05)], "reinforce_kl", "training-drift"),
