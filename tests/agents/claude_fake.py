@@ -124,12 +124,14 @@ def assistant_turns(body: dict[str, Any]) -> int:
     return sum(1 for msg in body["messages"] if msg["role"] == "assistant")
 
 
-def unified(path: str, old: str, new: str) -> str:
+def unified(path: str, old: str, new: str, *, n: int = 3) -> str:
+    """A unified diff of ``path`` as ``git diff`` would name it, ``n`` lines of context."""
     return "".join(
         difflib.unified_diff(
             old.splitlines(keepends=True),
             new.splitlines(keepends=True),
             fromfile=f"a/{path}",
             tofile=f"b/{path}",
+            n=n,
         )
     )

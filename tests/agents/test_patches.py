@@ -1,26 +1,13 @@
 """Unified diffs apply exactly or not at all."""
 
-import difflib
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sia.agents.patches import PatchError, apply_patch
+from tests.agents.claude_fake import unified as diff
 
 OLD = "line one\nline two\nline three\nline four\nline five\nline six\nline seven\nline eight\n"
-
-
-def diff(path: str, old: str, new: str, *, n: int = 3) -> str:
-    return "".join(
-        difflib.unified_diff(
-            old.splitlines(keepends=True),
-            new.splitlines(keepends=True),
-            fromfile=f"a/{path}",
-            tofile=f"b/{path}",
-            n=n,
-        )
-    )
 
 
 def test_modifies_a_file_with_several_hunks():
