@@ -236,13 +236,27 @@ class DuckDBRecorder(Recorder):
     def _connect(self, *, write: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """The ledger file attached for one short unit of work, errors translated."""
         with self._thread_lock:
-            con = self._attach()
+            try:
+                con = self._attach()
+            except BaseException as exc:
+                # Interrupted half-way (Ctrl-C): closing the instance lets go of the file,
+                # where a dangling attachment would refuse every later unit of work.
+                self._drop_instance()
+                _raise_interrupt(exc)
+                raise
             try:
                 yield con
-            except duckdb.Error as exc:
+            except (duckdb.Error, RuntimeError) as exc:
+                _raise_interrupt(exc)
+                if isinstance(exc, RuntimeError):
+                    raise
                 raise self._translate(exc) from exc
             finally:
-                self._detach(con, wrote=write)
+                try:
+                    self._detach(con, wrote=write)
+                except BaseException:
+                    self._drop_instance()
+                    raise
 
     def _attach(self) -> duckdb.DuckDBPyConnection:
         if self._instance is None:
@@ -435,6 +449,17 @@ def _rollback(con: duckdb.DuckDBPyConnection) -> None:
     # Closing the connection rolls back anyway; this only makes it explicit and early.
     with suppress(duckdb.Error):
         con.rollback()
+
+
+def _raise_interrupt(exc: BaseException) -> None:
+    """DuckDB turns a signal that arrives mid-query into an error of its own; raise the
+    ``KeyboardInterrupt`` it stands for, so a stopped run is seen as stopped, not broken."""
+    interrupted = isinstance(exc, duckdb.InterruptException) or (
+        isinstance(exc, RuntimeError) and "interrupted" in str(exc).lower()
+    )
+    if interrupted:
+        context = exc.__context__
+        raise (context if isinstance(context, KeyboardInterrupt) else KeyboardInterrupt()) from exc
 
 
 def _sql_string(text: str) -> str:

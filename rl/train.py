@@ -18,7 +18,7 @@ import math
 import resource
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +79,7 @@ def train_lora(
     init_adapter: Path | None = None,
     out_dir: Path,
     device: str = "cpu",
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA on ``samples`` with ``algorithm`` and save it to ``out_dir``.
 
@@ -87,6 +88,9 @@ def train_lora(
     weights themselves stay bit-identical). Pass a copy you can throw away. ``tokenizer``
     supplies the pad id only. ``init_adapter`` continues training an existing adapter
     directory (its own LoRA settings win over ``lora``; a saved value head is reused).
+
+    ``on_step(n)`` is called after optimiser step ``n``; an exception it raises stops
+    training there (a caller's cancellation) and propagates.
 
     Raises RLConfigError for a bad algorithm/config, RLError when the samples hold no
     learning signal for the algorithm or training diverges.
@@ -114,7 +118,7 @@ def train_lora(
         peft_model.eval()  # fixed quantities are computed without dropout
         items = algo.prepare(policy, samples)
         prepared = time.perf_counter()
-        metrics = _fit(algo, policy, items, resolved, seed)
+        metrics = _fit(algo, policy, items, resolved, seed, on_step)
         train_seconds = time.perf_counter() - prepared
     peft_model.eval()
     # peft keeps target modules as a set: report the caller's order when they were given.
@@ -145,7 +149,12 @@ def train_lora(
 
 
 def _fit(
-    algo: Algorithm, policy: Policy, items: list, config: AlgorithmConfig, seed: int
+    algo: Algorithm,
+    policy: Policy,
+    items: list,
+    config: AlgorithmConfig,
+    seed: int,
+    on_step: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """The step loop; returns per-step metrics."""
     params = trainable_parameters(algo, policy)
@@ -164,6 +173,8 @@ def _fit(
         tokens += step.tokens
         for key, value in step.stats.items():
             stats.setdefault(key, []).append(value)
+        if on_step is not None:
+            on_step(len(losses))
     return {
         "loss": losses,
         "grad_norm": grad_norms,

@@ -5,10 +5,12 @@ from statemachine.errors import ConfigError, SiaError
 __all__ = [
     "ConfigError",
     "EffectFailed",
+    "Interrupted",
     "NoCandidate",
     "RunExists",
     "RunNotResumable",
     "SiaError",
+    "TrainingCancelled",
     "WorkspaceError",
 ]
 
@@ -27,6 +29,14 @@ class RunNotResumable(SiaError):
 
 class EffectFailed(SiaError):
     """A side effect (agent, rollout, training, evaluation) failed for good; the run fails."""
+
+
+class Interrupted(SiaError):
+    """The run was stopped on request; a ``RunInterrupted`` event records where."""
+
+
+class TrainingCancelled(SiaError):
+    """Training stopped between optimiser steps because the run was interrupted."""
 
 
 class NoCandidate(SiaError):

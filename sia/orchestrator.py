@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from harness_repo import ArtifactStore, HarnessRepo
 from ledger import NewEvent, Recorder
 from sia.config import RunConfig
-from sia.errors import EffectFailed, NoCandidate, RunExists, RunNotResumable
+from sia.errors import EffectFailed, Interrupted, NoCandidate, RunExists, RunNotResumable
 from sia.faults import crash_point
 from sia.history import run_state
 from sia.ports import (
@@ -105,23 +105,48 @@ class Orchestrator:
         return self.drive(state)
 
     def drive(self, state: RunState) -> RunState:
-        while (step := next_step(state, now=self.clock())) is not None:
-            if self.observer is not None:
-                self.observer.step_started(state, step)
-            try:
-                events = self._effects[type(step)](state, step)
-            except NoCandidate as exc:
-                assert isinstance(step, ApplyEdit | TrainAdapter), step
-                phase = "EDIT" if isinstance(step, ApplyEdit) else "TRAIN"
-                events = [
-                    ev.CandidateAbandoned(iteration=step.iteration, phase=phase, reason=str(exc))
-                ]
-            except EffectFailed as exc:
-                phase = state.phase.value if state.phase else "PLAN"
-                events = [ev.RunFailed(phase=phase, error=str(exc))]
-            crash_point("after-effect")
-            state = self.append(state, events)
+        """Perform steps until the run ends. ``KeyboardInterrupt`` (Ctrl-C; the CLI turns
+        SIGTERM into one) records ``RunInterrupted`` and raises :class:`Interrupted`."""
+        step: Step | None = None
+        try:
+            while (step := next_step(state, now=self.clock())) is not None:
+                if self.observer is not None:
+                    self.observer.step_started(state, step)
+                try:
+                    events = self._effects[type(step)](state, step)
+                except NoCandidate as exc:
+                    assert isinstance(step, ApplyEdit | TrainAdapter), step
+                    phase = "EDIT" if isinstance(step, ApplyEdit) else "TRAIN"
+                    events = [
+                        ev.CandidateAbandoned(
+                            iteration=step.iteration, phase=phase, reason=str(exc)
+                        )
+                    ]
+                except EffectFailed as exc:
+                    phase = state.phase.value if state.phase else "PLAN"
+                    events = [ev.RunFailed(phase=phase, error=str(exc))]
+                crash_point("after-effect")
+                state = self.append(state, events)
+        except KeyboardInterrupt as stop:
+            raise self._interrupted(state.run_id, step, str(stop) or "SIGINT") from None
         return state
+
+    def _interrupted(self, run_id: str, step: Step | None, signal: str) -> Interrupted:
+        # The ledger, not the loop's state, says what got in before the interrupt.
+        state = run_state(self.recorder, run_id)
+        phase = state.phase.value if state.phase else "PLAN"
+        if state.status == "running":
+            event = ev.RunInterrupted(
+                phase=phase,
+                iteration=state.iteration,
+                step=type(step).__name__ if step is not None else "",
+                signal=signal,
+            )
+            self.append(state, [event])
+        return Interrupted(
+            f"{signal}: stopped in {phase} of iteration {state.iteration}; "
+            f"continue with: sia resume {run_id}"
+        )
 
     def append(self, state: RunState, events: Sequence[ev.Event]) -> RunState:
         """Validate ``events`` by folding them, then store them in one transaction."""

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from ledger import Recorder
-from sia.errors import EffectFailed, NoCandidate
+from sia.errors import EffectFailed, NoCandidate, TrainingCancelled
+from sia.faults import crash_point
 from sia.ports import TrainedAdapter, TrainRequest
 from sia.trajectories import Trajectory, read_trajectories
 
@@ -135,6 +137,12 @@ class LoRATrainer:
             )
         out = self._root / f"{request.run_id}-{request.iteration}"
         shutil.rmtree(out, ignore_errors=True)
+        cancelled = threading.Event()
+
+        def step_done(step: int) -> None:
+            crash_point("after-train-step")
+            if cancelled.is_set():
+                raise TrainingCancelled(f"training stopped after step {step}")
 
         def fit() -> Any:
             model, tokenizer = self._load_base()
@@ -148,6 +156,7 @@ class LoRATrainer:
                 seed=request.seed,
                 init_adapter=request.base_adapter_path,
                 out_dir=out,
+                on_step=step_done,
             )
 
         try:
@@ -157,6 +166,10 @@ class LoRATrainer:
         except RLError as error:
             # No usable signal (e.g. every group scored alike): no adapter, not a crash.
             raise NoCandidate(str(error)) from error
+        except KeyboardInterrupt:
+            # Ctrl-C reached this waiting thread: the model thread stops at its next step.
+            cancelled.set()
+            raise
         return TrainedAdapter(
             path=result.path,
             algorithm=result.algorithm,

@@ -30,6 +30,7 @@ __all__ = [
     "RunBranched",
     "RunFailed",
     "RunFinished",
+    "RunInterrupted",
     "RunResumed",
     "RunStarted",
 ]
@@ -222,6 +223,17 @@ class OutcomeRecorded(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class RunInterrupted(Event):
+    """The run process was stopped on request (Ctrl-C, SIGTERM) while ``step`` ran; the
+    step's unfinished work was dropped and ``sia resume`` continues from here."""
+
+    phase: str
+    iteration: int
+    step: str
+    signal: str
+
+
+@dataclass(frozen=True, slots=True)
 class RunResumed(Event):
     """A process took the run over again; ``reconciled`` lists half-done effects it settled."""
 
@@ -261,6 +273,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         CandidateRejected,
         CandidateAbandoned,
         OutcomeRecorded,
+        RunInterrupted,
         RunResumed,
         RunFinished,
         RunFailed,

@@ -143,6 +143,7 @@ class RunState:
     agent_calls: int = 0
     agent_cost_usd: float = 0.0  # calls without a price on file add nothing
     resumes: int = 0
+    interruptions: int = 0
     finish_reason: str | None = None
     error: str | None = None
 
@@ -346,6 +347,8 @@ def evolve(state: RunState, envelope: Envelope) -> RunState:
             state = _enter(state, event)
         case ev.RunResumed():
             state = replace(state, resumes=state.resumes + 1)
+        case ev.RunInterrupted():
+            state = replace(state, interruptions=state.interruptions + 1)
         case ev.RunFinished():
             check_transition(state.phase, Trigger.FINISH, Phase.DONE)
             history = state.history.append(state.current) if state.current else state.history

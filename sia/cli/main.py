@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from sia.errors import Interrupted
 from sia.workspace import DEFAULT_WORKSPACE, Workspace
 from statemachine.errors import SiaError
 
@@ -15,11 +16,15 @@ __all__ = ["cli", "emit_json", "open_workspace", "pass_workspace"]
 
 
 class SiaGroup(click.Group):
-    """Turns every :class:`SiaError` into a one-line ``ClickException``."""
+    """Turns every :class:`SiaError` into a one-line ``ClickException``; an interrupted
+    run prints where it stopped and exits 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except Interrupted as exc:
+            click.echo(f"Interrupted: {exc}", err=True)
+            ctx.exit(130)  # the shell's code for "ended by SIGINT"
         except SiaError as exc:
             raise click.ClickException(str(exc)) from exc
 

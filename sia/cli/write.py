@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 from pathlib import Path
 
 import click
@@ -22,8 +23,28 @@ from statemachine.state import RunState
 __all__ = ["resume", "run"]
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def _drive(ws: Workspace, config: RunConfig, act, *, quiet: bool, as_json: bool) -> None:
     console = Console(stderr=as_json, quiet=quiet)
+    # SIGTERM stops a run as gracefully as Ctrl-C: recorded, resumable.
+    previous = signal.signal(signal.SIGTERM, _stop)
+    try:
+        state = _drive_in(ws, config, act, console, quiet)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if as_json:
+        click.echo(json.dumps(summary(state), indent=2))
+        return
+    console.print(score_table(state))
+    if state.error:
+        console.print(f"[red]failed[/]: {state.error}")
+    console.print(f"inspect it with: sia replay {state.run_id}")
+
+
+def _drive_in(ws: Workspace, config: RunConfig, act, console: Console, quiet: bool) -> RunState:
     with (
         ws.writer() as recorder,
         RunView(console, config.budget.iterations, quiet=quiet) as view,
@@ -36,14 +57,7 @@ def _drive(ws: Workspace, config: RunConfig, act, *, quiet: bool, as_json: bool)
             components=components,
             observer=view,
         )
-        state: RunState = act(orch)
-    if as_json:
-        click.echo(json.dumps(summary(state), indent=2))
-        return
-    console.print(score_table(state))
-    if state.error:
-        console.print(f"[red]failed[/]: {state.error}")
-    console.print(f"inspect it with: sia replay {state.run_id}")
+        return act(orch)
 
 
 _quiet = click.option("--quiet", is_flag=True, help="No progress display; only the final table.")

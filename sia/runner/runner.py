@@ -24,7 +24,13 @@ from sia.ports import EvalRequest, EvalResult, RolloutRequest, RolloutResult
 from sia.runner.errors import RunnerError
 from sia.runner.forkserver import ForkServer, fork_server_supported
 from sia.runner.metrics import EpisodeOutcome, summarise
-from sia.runner.sandbox import EpisodeLimits, episode_env, landlock_available, run_episode_process
+from sia.runner.sandbox import (
+    EpisodeLimits,
+    LiveProcesses,
+    episode_env,
+    landlock_available,
+    run_episode_process,
+)
 
 __all__ = ["EpisodeBudget", "HarnessRunner", "RunnerTask", "build_job"]
 
@@ -105,6 +111,7 @@ class HarnessRunner:
         self._memory_mb = memory_mb
         self._budget = budget or EpisodeBudget()
         self._progress = progress
+        self._live = LiveProcesses()
         self._fork_server: ForkServer | None = None
         if fork_server and fork_server_supported():
             self._fork_server = ForkServer(
@@ -200,6 +207,24 @@ class HarnessRunner:
         )
         return outcomes[0]
 
+    def _map(
+        self, one: Callable[[_Episode], EpisodeOutcome], episodes: Sequence[_Episode]
+    ) -> list[EpisodeOutcome]:
+        """``one`` over ``episodes``, ``concurrency`` at a time. If the waiting thread is
+        interrupted (Ctrl-C), no further episode starts and the running ones are killed
+        before the interrupt goes on; otherwise the pool would run every queued episode
+        to the end first."""
+        self._live.reset()
+        pool = ThreadPoolExecutor(self._concurrency, thread_name_prefix="sia-episode")
+        try:
+            return list(pool.map(one, episodes))
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._live.stop()
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
     def _run(
         self,
         *,
@@ -249,10 +274,7 @@ class HarnessRunner:
                     finished.tick()
                     return outcome
 
-                with ThreadPoolExecutor(
-                    self._concurrency, thread_name_prefix="sia-episode"
-                ) as pool:
-                    outcomes = list(pool.map(one, episodes))
+                outcomes = self._map(one, episodes)
         finally:
             if tag is not None:
                 self._gateway.use_adapter(None)
@@ -315,6 +337,7 @@ class HarnessRunner:
                 job,
                 EpisodeLimits(timeout, self._memory_mb),
                 self._fork_server,
+                self._live,
             )
         finally:
             self._gateway.release_episode(token)

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from sia.runner.forkserver import ForkedProcess, ForkServer
 
 __all__ = [
     "EpisodeLimits",
+    "LiveProcesses",
     "ProcessOutcome",
     "episode_command",
     "episode_env",
@@ -116,17 +118,54 @@ def _gateway_port(base_url: Any) -> int:
         return 0
 
 
+class LiveProcesses:
+    """The episode processes running now, so that an interrupted rollout can kill them.
+
+    After :meth:`stop`, a process that is still being started is killed as it registers.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._processes: set[Any] = set()
+        self._stopped = False
+
+    def add(self, process: Any) -> None:
+        with self._lock:
+            if not self._stopped:
+                self._processes.add(process)
+                return
+        _kill_group(process)
+
+    def discard(self, process: Any) -> None:
+        with self._lock:
+            self._processes.discard(process)
+
+    def stop(self) -> None:
+        """Kill every live process and any started from now on (until :meth:`reset`)."""
+        with self._lock:
+            self._stopped = True
+            processes = list(self._processes)
+        for process in processes:
+            _kill_group(process)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._stopped = False
+
+
 def run_episode_process(
     harness_dir: Path,
     scratch: Path,
     job: dict[str, Any],
     limits: EpisodeLimits,
     fork_server: ForkServer | None = None,
+    live: LiveProcesses | None = None,
 ) -> ProcessOutcome:
     """Run the harness on ``job`` in its own process and classify how it ended.
 
     With ``fork_server`` the process is forked from it (see ``zygote.py``); without, a
     fresh interpreter is started. The sandbox and the outcome are the same either way.
+    ``live`` registers the process while it runs.
     """
     payload = json.dumps(
         {**job, "memory_mb": limits.memory_mb, "cpu_seconds": limits.cpu_seconds}
@@ -153,6 +192,8 @@ def run_episode_process(
             )
     except OSError as error:
         return ProcessOutcome("error", None, f"cannot start the episode: {error}", 0.0, "")
+    if live is not None:
+        live.add(process)
     try:
         stdout, stderr = process.communicate(payload, timeout=limits.timeout_s)
     except subprocess.TimeoutExpired:
@@ -177,6 +218,8 @@ def run_episode_process(
     finally:
         # Children the harness spawned share its process group; none may outlive it.
         _kill_group(process)
+        if live is not None:
+            live.discard(process)
         if isinstance(process, ForkedProcess):
             process.close()
     assert process.returncode is not None

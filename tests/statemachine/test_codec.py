@@ -29,6 +29,7 @@ def test_every_event_type_round_trips():
             iteration=1, agent="a", attempt=1, stage="apply", reason="r", patch="--- a/x"
         ),
         ev.RunResumed(pid=1, reconciled=("adopted x",)),
+        ev.RunInterrupted(phase="ROLLOUT", iteration=2, step="RunRollout", signal="SIGINT"),
         ev.RunFailed(phase="PLAN", error="x"),
         ev.RunBranched(
             parent_run="a",
