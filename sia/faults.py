@@ -19,6 +19,8 @@ POINTS = frozenset(
         "after-tag",  # adapter tag created, AdapterTagged not yet appended
         "after-effect",  # any effect finished, its events not yet appended
         "after-append",  # events appended, nothing else done
+        "after-episode",  # one episode of a rollout or evaluation finished, others running
+        "after-train-step",  # one optimiser step done, training not finished
     }
 )
 

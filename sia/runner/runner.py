@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from ledger.records import CallRow, EpisodeRow
+from sia.faults import crash_point
 from sia.gateway import EpisodeTicket, Gateway
 from sia.ports import EvalRequest, EvalResult, RolloutRequest, RolloutResult
 from sia.runner.errors import RunnerError
@@ -272,6 +273,7 @@ class HarnessRunner:
                         episode, ticket, harness_dir, scratch_root, config, base_url, deadline
                     )
                     finished.tick()
+                    crash_point("after-episode")
                     return outcome
 
                 outcomes = self._map(one, episodes)

@@ -21,8 +21,8 @@ from statemachine import events as ev
 from statemachine.replay import envelopes
 
 
-def _sia(ws, *args, **kw):
-    command = [sys.executable, "-m", "sia.cli", "-w", str(ws), *args]
+def _sia(ws, *args, module="sia.cli", **kw):
+    command = [sys.executable, "-m", module, "-w", str(ws), *args]
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
 

@@ -11,27 +11,13 @@ from sia.cli import cli
 from sia.models import load_model
 from sia.models.hf_backend import HFPolicy
 from sia.workspace import Workspace
-from tasks import registry
-from tasks.arith import ArithConfig, ArithTask
-
-
-class AnyNumberTask(ArithTask):
-    """arith's items and harness, but any integer in the reply scores: an untrained tiny
-    model emits a digit byte now and then, so rewards within a group differ."""
-
-    id = "any-number-v1"
-
-    def reward(self, item, answer_text):
-        return 1.0 if answer_text.strip() else 0.0
+from tests.support.any_number import registered
 
 
 @pytest.fixture(autouse=True)
-def any_number_task(monkeypatch):
-    factories = dict(registry._FACTORIES)
-    factories["any-number-v1"] = lambda seed: AnyNumberTask(
-        seed, ArithConfig(train=20, val=6, test=6)
-    )
-    monkeypatch.setattr(registry, "_FACTORIES", factories)
+def any_number_task():
+    with registered():
+        yield
 
 
 def _run(ws, tiny_model_dir, mode, *extra, task="any-number"):
