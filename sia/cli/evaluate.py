@@ -9,20 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from sia.cli.main import cli, emit_json, open_workspace, pass_workspace
+from sia.cli.main import cli, emit_json, open_workspace, parse_iterations, pass_workspace
 from sia.cli.read import json_option
-from sia.errors import SiaError
 
 __all__ = ["evaluate"]
-
-
-def _iterations(text: str | None) -> list[int] | None:
-    if text is None or text == "all":
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SiaError(f"--iterations takes 'all' or numbers like 0,2,4, not {text!r}") from None
 
 
 @cli.command()
@@ -53,7 +43,7 @@ def evaluate(root: Path, run_id: str, split: str, iterations: str, as_json: bool
     from sia.evaluation import evaluate_candidates
 
     ws = open_workspace(root)
-    chosen = _iterations(iterations)
+    chosen = parse_iterations(iterations)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     bar = Progress(*columns, TimeRemainingColumn(), transient=True, disable=as_json)
     task = bar.add_task(f"evaluating on {split}", total=None)

@@ -12,7 +12,7 @@ from sia.errors import Interrupted
 from sia.workspace import DEFAULT_WORKSPACE, Workspace
 from statemachine.errors import SiaError
 
-__all__ = ["cli", "emit_json", "open_workspace", "pass_workspace"]
+__all__ = ["cli", "emit_json", "open_workspace", "parse_iterations", "pass_workspace"]
 
 
 class SiaGroup(click.Group):
@@ -62,3 +62,13 @@ def open_workspace(root: Path) -> Workspace:
 
 def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def parse_iterations(text: str | None) -> list[int] | None:
+    """``--iterations``: ``all`` (``None``) or comma-separated numbers like ``0,2,4``."""
+    if text is None or text == "all":
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SiaError(f"--iterations takes 'all' or numbers like 0,2,4, not {text!r}") from None

@@ -12,7 +12,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from sia.audit import audit_run
-from sia.cli.main import cli, emit_json, open_workspace, pass_workspace
+from sia.cli.main import cli, emit_json, open_workspace, parse_iterations, pass_workspace
 from sia.history import harness_at, run_state
 from statemachine.replay import timeline
 
@@ -95,29 +95,62 @@ def status(root: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.argument("run_id")
+@click.option(
+    "--rerun",
+    is_flag=True,
+    help="Also re-execute iterations (rollout and val evaluation) and compare them with the "
+    "recorded episodes, token by token; exits 1 on any divergence.",
+)
+@click.option(
+    "--iterations", default="all", show_default=True, help="With --rerun: which iterations."
+)
 @json_option
 @pass_workspace
-def replay(root: Path, run_id: str, as_json: bool) -> None:
+def replay(root: Path, run_id: str, rerun: bool, iterations: str, as_json: bool) -> None:
     """Rebuild a run's timeline from the ledger alone and check what it references.
 
     Folds every event, checks the hash chain, and checks that each commit, adapter tag and
-    artifact it names exists. Exits 1 if any check fails.
+    artifact it names exists. Exits 1 if any check fails. With --rerun, re-executes the
+    chosen iterations with their recorded harness, adapter, items and seeds, and reports
+    the first divergence of each episode (call and token); the ledger is only read.
 
     \b
     Example:
         sia replay run-20261122-001 --json
+        sia replay run-20261122-001 --rerun --iterations 1,2
     """
     ws = open_workspace(root)
     with ws.reader() as rec:
         result = audit_run(rec, ws.repo(), ws.artifacts(), run_id)
     data = timeline(result.state) if result.state else {"run_id": run_id}
     data["problems"] = [asdict(p) for p in result.problems]
+    reports = []
+    if rerun and result.ok:
+        from sia.rerun import rerun_iterations
+
+        reports = rerun_iterations(ws, run_id, iterations=parse_iterations(iterations))
+        data["rerun"] = [report.to_dict() for report in reports]
     if as_json:
         emit_json(data)
     else:
         _print_timeline(data)
-    if not result.ok:
+        for report in reports:
+            _print_rerun(report)
+    if not result.ok or any(report.divergences for report in reports):
         raise SystemExit(1)
+
+
+def _print_rerun(report) -> None:
+    head = (
+        f"rerun iteration {report.iteration} {report.purpose}: {report.episodes} episodes, "
+        f"{report.calls} calls, {len(report.divergences)} diverged"
+    )
+    click.echo(head)
+    for d in report.divergences[:5]:
+        where = f"call {d.call}" if d.call is not None else "episode"
+        token = f", token {d.token}" if d.token is not None else ""
+        values = f" (recorded {d.recorded!r}, rerun {d.rerun!r})" if d.recorded is not None else ""
+        click.echo(f"  {d.episode_id} item {d.item_id}: {d.what} at {where}{token}{values}")
 
 
 def _print_timeline(data: dict) -> None:
