@@ -19,7 +19,14 @@ from typing import Any, Protocol
 from harness_repo import ArtifactStore, HarnessRepo
 from ledger import NewEvent, Recorder
 from sia.config import RunConfig
-from sia.errors import EffectFailed, Interrupted, NoCandidate, RunExists, RunNotResumable
+from sia.errors import (
+    EffectFailed,
+    Interrupted,
+    NoCandidate,
+    RunExists,
+    RunNotResumable,
+    SiaError,
+)
 from sia.faults import crash_point
 from sia.history import run_state
 from sia.ports import (
@@ -44,6 +51,7 @@ from statemachine.planner import (
     WriteInitialHarness,
     next_step,
 )
+from statemachine.replay import envelopes
 from statemachine.state import Envelope, RunState, evolve
 
 __all__ = ["Orchestrator", "RunObserver"]
@@ -93,6 +101,40 @@ class Orchestrator:
             task=config.task, mode=config.mode, seed=config.seed, config=config.to_dict()
         )
         return self.drive(self.append(RunState(run_id), [first]))
+
+    def branch(
+        self, parent_run: str, at_iteration: int, run_id: str, config: RunConfig
+    ) -> RunState:
+        """Start ``run_id`` from ``parent_run`` as it stood when ``at_iteration`` closed.
+
+        The new run's best candidate is the parent's best at that point (harness commit,
+        adapter tag, val score); its harness branch starts at that commit. ``config`` may
+        change the mode, budget or agents, not the task. Nothing runs: ``resume`` drives it.
+        """
+        if self.recorder.head(run_id) is not None:
+            raise RunExists(f"run {run_id} already exists")
+        if self.recorder.head(parent_run) is None:
+            raise SiaError(f"no run named {parent_run}")
+        before, seq = _state_when_closed(self.recorder.read(parent_run), parent_run, at_iteration)
+        if config.task != before.task:
+            raise SiaError(f"a branch keeps its parent's task ({before.task})")
+        best = before.best
+        assert best is not None  # a closed iteration follows an evaluated baseline
+        event = ev.RunBranched(
+            parent_run=parent_run,
+            parent_seq=seq,
+            at_iteration=at_iteration,
+            task=config.task,
+            mode=config.mode,
+            seed=config.seed,
+            harness_commit=best.harness_commit,
+            adapter_tag=best.adapter_tag,
+            best_score=best.score,
+            config=config.to_dict(),
+        )
+        # The git branch first: re-running a branch that died here finds it in place.
+        self.repo.create_branch(run_id, best.harness_commit)
+        return self.append(RunState(run_id), [event])
 
     def resume(self, run_id: str) -> RunState:
         if self.recorder.head(run_id) is None:
@@ -416,3 +458,21 @@ class Orchestrator:
 def _agent_events(agent: object) -> list[ev.Event]:
     """What a model-backed agent's last answer cost (nothing for the offline agents)."""
     return agent.take_events() if isinstance(agent, RecordsCalls) else []
+
+
+def _state_when_closed(records, run_id: str, iteration: int) -> tuple[RunState, int]:
+    """The run's state just before ``iteration`` closed, and the seq of its last event."""
+    state, previous = RunState(run_id), None
+    for envelope in envelopes(records):
+        state_before, state = state, evolve(state, envelope)
+        if any(record.iteration == iteration for record in state.history):
+            assert previous is not None
+            return state_before, previous
+        previous = envelope.seq
+    first = state.branched_at + 1 if state.branched_at is not None else 0
+    if iteration < first:
+        raise SiaError(
+            f"iteration {iteration} is before {run_id} branched from {state.parent[0]}; "
+            f"branch {state.parent[0]} instead"
+        )
+    raise SiaError(f"iteration {iteration} of {run_id} has not finished")

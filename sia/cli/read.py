@@ -240,18 +240,69 @@ def verify(root: Path, run_id: str, as_json: bool) -> None:
         raise SystemExit(1)
 
 
+def _run_tree(ws) -> list[dict]:
+    """Every run of the workspace, branches nested under the run they started from."""
+    with ws.reader() as rec:
+        states = [run_state(rec, head.run_id) for head in rec.heads()]
+    nodes = {
+        s.run_id: {
+            "run_id": s.run_id,
+            "parent": s.parent[0] if s.parent else None,
+            "parent_seq": s.parent[1] if s.parent else None,
+            "at_iteration": s.branched_at,
+            "mode": s.mode,
+            "status": s.status,
+            "iteration": s.iteration,
+            "best_val": s.best.score if s.best else None,
+            "branches": [],
+        }
+        for s in states
+    }
+    roots = []
+    for node in nodes.values():
+        parent = nodes.get(node["parent"]) if node["parent"] else None
+        (parent["branches"] if parent else roots).append(node)
+    return roots
+
+
+def _print_tree(nodes: list[dict], prefix: str = "") -> None:
+    for index, node in enumerate(nodes):
+        root, last = node["parent"] is None, index == len(nodes) - 1
+        where = ""
+        if not root:
+            where = f" from {node['parent']} after iteration {node['at_iteration']}"
+            where += f" (seq {node['parent_seq']})"
+        best = "-" if node["best_val"] is None else f"{node['best_val']:.3f}"
+        connector = "" if root else ("└── " if last else "├── ")
+        click.echo(
+            f"{prefix}{connector}{node['run_id']}{where}: mode {node['mode']}, "
+            f"{node['status']} at iteration {node['iteration']}, best val {best}"
+        )
+        below = "  " if root else ("    " if last else "│   ")
+        _print_tree(node["branches"], prefix + below)
+
+
 @cli.command()
-@click.argument("run_id")
+@click.argument("run_id", required=False)
 @json_option
 @pass_workspace
-def log(root: Path, run_id: str, as_json: bool) -> None:
-    """Show a run's harness history: one commit per edit, and its adapter tags.
+def log(root: Path, run_id: str | None, as_json: bool) -> None:
+    """Show a run's harness history (one commit per edit, its adapter tags); without RUN,
+    the tree of runs: each branch under the run and iteration it started from.
 
     \b
     Example:
         sia log run-20261122-001
+        sia log --json
     """
     ws = open_workspace(root)
+    if run_id is None:
+        tree = _run_tree(ws)
+        if as_json:
+            emit_json({"runs": tree})
+        else:
+            _print_tree(tree)
+        return
     repo = ws.repo()
     with ws.reader() as rec:
         run_state(rec, run_id)  # fails clearly on an unknown run

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import signal
@@ -20,7 +21,7 @@ from sia.workspace import Workspace
 from statemachine.planner import Budget
 from statemachine.state import RunState
 
-__all__ = ["resume", "run"]
+__all__ = ["branch", "resume", "run"]
 
 
 def _stop(signum: int, frame: object) -> None:
@@ -205,6 +206,63 @@ def run(
         lambda orch: orch.start(run_id, config),
         quiet=quiet,
         as_json=as_json,
+    )
+
+
+@cli.command()
+@click.argument("run_id")
+@click.option("--at", "at_iteration", type=int, required=True, help="Iteration to branch after.")
+@click.option("--name", default=None, help="Name of the new run (default: RUN-at-K).")
+@click.option("--mode", type=click.Choice(["h", "w", "w+h"]), default=None, help="New mode.")
+@click.option("--iterations", type=int, default=None, help="Iterations the branch may run.")
+@click.option("--batch-size", type=int, default=None, help="Items per rollout.")
+@click.option("--feedback-agent", type=click.Choice(AGENTS), default=None, help="New agent.")
+@pass_workspace
+def branch(
+    root: Path,
+    run_id: str,
+    at_iteration: int,
+    name: str | None,
+    mode: str | None,
+    iterations: int | None,
+    batch_size: int | None,
+    feedback_agent: str | None,
+) -> None:
+    """Start a new run from RUN as it stood after iteration --at; `sia resume` drives it.
+
+    The new run's first event points at RUN's event where that iteration closed; its harness
+    branch starts at RUN's best commit at that point and it keeps RUN's best adapter. Mode,
+    budget, batch size and Feedback Agent may change; the rest of the config is RUN's.
+
+    \b
+    Example:
+        sia branch run-20261122-001 --at 2 --name try-training --mode w+h --iterations 3
+        sia resume try-training
+    """
+    ws = Workspace.open(root)
+    new = name or f"{run_id}-at-{at_iteration}"
+    with ws.writer() as recorder:
+        parent = RunConfig.from_dict(run_state(recorder, run_id).config)
+        budget = parent.budget
+        if iterations is not None:
+            budget = dataclasses.replace(budget, iterations=iterations)
+        changes = {"mode": mode, "batch_size": batch_size, "feedback_agent": feedback_agent}
+        changes = {key: value for key, value in changes.items() if value is not None}
+        if mode is not None and mode != parent.mode:
+            # Groups and rollout temperature follow the mode unless set: resolve them anew.
+            changes |= {"group_size": None, "rollout_temperature": None}
+        config = dataclasses.replace(parent, budget=budget, **changes)
+        check_supported(config)
+        orch = Orchestrator(
+            recorder=recorder, repo=ws.repo(), artifacts=ws.artifacts(), components=None
+        )
+        state = orch.branch(run_id, at_iteration, new, config)
+    best = state.best
+    assert best is not None
+    adapter = f", adapter {best.adapter_tag}" if best.adapter_tag else ""
+    click.echo(
+        f"branched {new} from {run_id} after iteration {at_iteration} (harness "
+        f"{best.harness_commit[:12]}{adapter}, val {best.score}); continue with: sia resume {new}"
     )
 
 
