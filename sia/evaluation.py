@@ -10,8 +10,10 @@ throw-away in-memory recorder: the run's ledger is only read.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 from ledger import InMemoryRecorder, Recorder
 from sia.config import RunConfig
@@ -22,7 +24,13 @@ from sia.workspace import Workspace
 from statemachine import events as ev
 from statemachine.replay import envelopes
 
-__all__ = ["CandidateScore", "RecordedCandidate", "evaluate_candidates", "recorded_candidates"]
+__all__ = [
+    "CandidateScore",
+    "RecordedCandidate",
+    "candidate_evaluator",
+    "evaluate_candidates",
+    "recorded_candidates",
+]
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,7 @@ class CandidateScore:
     split: str
     score: float
     failures: int
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def recorded_candidates(recorder: Recorder, run_id: str) -> list[RecordedCandidate]:
@@ -81,38 +90,56 @@ def evaluate_candidates(
     Raises :class:`SiaError` for an unknown run or iteration, or a missing or corrupt
     harness commit or adapter artifact, before any model is loaded.
     """
-    from sia.wiring import open_serving
-
     with workspace.reader() as recorder:
         candidates = recorded_candidates(recorder, run_id)
-        config = RunConfig.from_dict(run_state(recorder, run_id).config)
     chosen = _select(candidates, iterations, run_id)
     repo, artifacts = workspace.repo(), workspace.artifacts()
     # Everything is read (and every artifact verified) up front: a bad one fails fast.
-    harnesses = {c.harness_commit: repo.files_at(c.harness_commit) for c in chosen}
-    adapters = {
-        c.adapter_tag: artifacts.path(repo.adapter_manifest(c.adapter_tag)["sha256"])
-        for c in chosen
-        if c.adapter_tag is not None
-    }
-    scores = []
+    for candidate in chosen:
+        repo.files_at(candidate.harness_commit)
+        if candidate.adapter_tag is not None:
+            artifacts.path(repo.adapter_manifest(candidate.adapter_tag)["sha256"])
+    with candidate_evaluator(workspace, run_id, progress=progress) as evaluate:
+        return [evaluate(candidate, split) for candidate in chosen]
+
+
+@contextmanager
+def candidate_evaluator(
+    workspace: Workspace,
+    run_id: str,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> Iterator[Callable[[RecordedCandidate, str], CandidateScore]]:
+    """``evaluate(candidate, split)`` for candidates of ``run_id``, one model load for all.
+
+    Each call loads the candidate's harness from the repo and its adapter from the artifact
+    store (sha256 verified) and evaluates it with the run's stored config.
+    """
+    from sia.wiring import open_serving
+
+    with workspace.reader() as recorder:
+        config = RunConfig.from_dict(run_state(recorder, run_id).config)
+    repo, artifacts = workspace.repo(), workspace.artifacts()
     with InMemoryRecorder() as scratch, open_serving(config, scratch, progress=progress) as served:
-        for candidate in chosen:
+
+        def evaluate(candidate: RecordedCandidate, split: str) -> CandidateScore:
             tag = candidate.adapter_tag
+            adapter = artifacts.path(repo.adapter_manifest(tag)["sha256"]) if tag else None
             result = served.runner.evaluate(
                 EvalRequest(
                     run_id=f"{run_id}-reeval",
                     iteration=candidate.iteration,
                     split=split,
                     harness_commit=candidate.harness_commit,
-                    harness=harnesses[candidate.harness_commit],
+                    harness=repo.files_at(candidate.harness_commit),
                     adapter_tag=tag,
-                    adapter_path=adapters[tag] if tag is not None else None,
+                    adapter_path=adapter,
                 )
             )
             failures = int(result.metrics.get("failures", 0))
-            scores.append(CandidateScore(candidate, split, result.score, failures))
-    return scores
+            return CandidateScore(candidate, split, result.score, failures, result.metrics)
+
+        yield evaluate
 
 
 def _select(
