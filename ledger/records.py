@@ -113,6 +113,7 @@ class EpisodeRow:
     reason: str
     n_calls: int
     duration_ms: float
+    answer: str | None = None  # what the harness returned; None: no answer (or schema < 3)
 
     def __post_init__(self) -> None:
         if self.purpose not in EPISODE_PURPOSES:

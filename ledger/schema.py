@@ -16,7 +16,7 @@ __all__ = [
     "TABLES",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Statements that bring a ledger of schema ``v`` to ``v + 1``; a writer applies them on
 #: open. Each only adds, so a reader of an old file sees the old columns and the record
@@ -27,6 +27,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE calls ADD COLUMN temperature DOUBLE",
         "ALTER TABLE calls ADD COLUMN top_p DOUBLE",
     ),
+    2: ("ALTER TABLE episodes ADD COLUMN answer VARCHAR",),
 }
 
 TABLES = ("meta", "events", "runs", "calls", "episodes")
@@ -93,7 +94,8 @@ DDL = (
         status VARCHAR NOT NULL,
         reason VARCHAR NOT NULL,
         n_calls INTEGER NOT NULL,
-        duration_ms DOUBLE NOT NULL
+        duration_ms DOUBLE NOT NULL,
+        answer VARCHAR
     )
     """,
 )
@@ -145,5 +147,6 @@ EPISODES_ARROW = pa.schema(
         ("reason", pa.string()),
         ("n_calls", pa.int32()),
         ("duration_ms", pa.float64()),
+        ("answer", pa.string()),
     ]
 )

@@ -176,10 +176,15 @@ class Gateway:
         with self._lock:
             return sum(1 for budget in self._tickets.values() if budget.calls == 0)
 
-    def drain_calls(self) -> list[CallRow]:
-        """Every call recorded since the last drain, in completion order."""
+    def drain_calls(self, episode_id: str | None = None) -> list[CallRow]:
+        """Every call recorded since the last drain (of ``episode_id`` only, if given), in
+        completion order."""
         with self._lock:
-            rows, self._calls = self._calls, []
+            if episode_id is None:
+                rows, self._calls = self._calls, []
+            else:
+                rows = [row for row in self._calls if row.episode_id == episode_id]
+                self._calls = [row for row in self._calls if row.episode_id != episode_id]
         return rows
 
     def on_model_thread(self, fn: Callable[[], T]) -> T:

@@ -51,11 +51,36 @@ class RunnerTask(Protocol):
 
 
 class CallSink(Protocol):
-    """The bulk-write half of a ledger recorder."""
+    """The bulk tables of a ledger recorder: episodes and their calls."""
 
     def append_calls(self, rows: Sequence[CallRow]) -> None: ...
 
     def append_episodes(self, rows: Sequence[EpisodeRow]) -> None: ...
+
+    def read_calls(self, run_id: str, iteration: int | None = None) -> list[CallRow]: ...
+
+    def read_episodes(
+        self, run_id: str, iteration: int | None = None, purpose: str | None = None
+    ) -> list[EpisodeRow]: ...
+
+
+def _episode_row(
+    run_id: str, iteration: int, purpose: str, split: str, outcome: EpisodeOutcome, n_calls: int
+) -> EpisodeRow:
+    return EpisodeRow(
+        run_id=run_id,
+        iteration=iteration,
+        purpose=purpose,
+        split=split,
+        episode_id=outcome.episode_id,
+        item_id=outcome.item_id,
+        reward=outcome.reward,
+        status=outcome.status,
+        reason=outcome.reason,
+        n_calls=n_calls,
+        duration_ms=outcome.duration_ms,
+        answer=outcome.answer,
+    )
 
 
 @dataclass(frozen=True)
@@ -240,22 +265,30 @@ class HarnessRunner:
         episodes: Sequence[_Episode],
         temperature: float | None = None,
     ) -> tuple[list[EpisodeOutcome], list[CallRow]]:
+        """Run ``episodes`` and record each, with its calls, as soon as it finishes.
+
+        Episodes this (run, iteration, purpose) already recorded (a rollout a crash cut
+        short, resumed) are not run again: their recorded outcome and calls count.
+        """
         config = _config(harness)
         base_url = self._gateway.start()
         # Rows of calls from before this run belong to whoever made them; keep them apart.
         stray = self._gateway.drain_calls()
         if stray:
             self._recorder.append_calls(stray)
+        done, calls = self._recorded(run_id, iteration, purpose, episodes)
+        todo = [episode for episode in episodes if episode.episode_id not in done]
         tag = adapter_tag if adapter_path is not None else None
         self._gateway.use_adapter(tag, adapter_path)
         deadline = time.monotonic() + self._rollout_timeout
+        record = threading.Lock()
         try:
             with tempfile.TemporaryDirectory(prefix="sia-rollout-") as root:
                 harness_dir = Path(root) / "harness"
                 _write_harness(harness, harness_dir)
                 scratch_root = Path(root) / "scratch"
                 scratch_root.mkdir()
-                finished = _Counter(len(episodes), self._progress)
+                finished = _Counter(len(episodes), self._progress, start=len(done))
 
                 def one(episode: _Episode) -> EpisodeOutcome:
                     ticket = EpisodeTicket(
@@ -272,38 +305,51 @@ class HarnessRunner:
                     outcome = self._episode(
                         episode, ticket, harness_dir, scratch_root, config, base_url, deadline
                     )
+                    made = self._gateway.drain_calls(episode.episode_id)
+                    row = _episode_row(run_id, iteration, purpose, split, outcome, len(made))
+                    with record:
+                        # Calls first: an episode row on record means its calls are too.
+                        if made:
+                            self._recorder.append_calls(made)
+                        self._recorder.append_episodes([row])
+                        calls.extend(made)
                     finished.tick()
                     crash_point("after-episode")
                     return outcome
 
-                outcomes = self._map(one, episodes)
+                ran = dict(zip((e.episode_id for e in todo), self._map(one, todo), strict=True))
         finally:
             if tag is not None:
                 self._gateway.use_adapter(None)
-        calls = self._gateway.drain_calls()
-        counts: dict[str, int] = {}
-        for call in calls:
-            counts[call.episode_id] = counts.get(call.episode_id, 0) + 1
-        rows = [
-            EpisodeRow(
-                run_id=run_id,
-                iteration=iteration,
-                purpose=purpose,
-                split=split,
-                episode_id=outcome.episode_id,
-                item_id=outcome.item_id,
-                reward=outcome.reward,
-                status=outcome.status,
-                reason=outcome.reason,
-                n_calls=counts.get(outcome.episode_id, 0),
-                duration_ms=outcome.duration_ms,
-            )
-            for outcome in outcomes
-        ]
-        if calls:
-            self._recorder.append_calls(calls)
-        self._recorder.append_episodes(rows)
+        outcomes = [done.get(e.episode_id) or ran[e.episode_id] for e in episodes]
         return outcomes, calls
+
+    def _recorded(
+        self, run_id: str, iteration: int, purpose: str, episodes: Sequence[_Episode]
+    ) -> tuple[dict[str, EpisodeOutcome], list[CallRow]]:
+        """Outcomes and calls of ``episodes`` that are already on record."""
+        wanted = {episode.episode_id: episode.item_id for episode in episodes}
+        rows = [
+            row
+            for row in self._recorder.read_episodes(run_id, iteration, purpose)
+            if wanted.get(row.episode_id) == row.item_id
+        ]
+        if not rows:
+            return {}, []
+        done = {
+            row.episode_id: EpisodeOutcome(
+                row.episode_id,
+                row.item_id,
+                row.status,
+                row.reason,
+                row.answer,
+                row.reward or 0.0,
+                row.duration_ms,
+            )
+            for row in rows
+        }
+        calls = [c for c in self._recorder.read_calls(run_id, iteration) if c.episode_id in done]
+        return done, calls
 
     def _episode(
         self,
@@ -414,11 +460,13 @@ def _write_harness(harness: Mapping[str, bytes], directory: Path) -> None:
 class _Counter:
     """Finished episodes, reported from the pool's threads one at a time."""
 
-    def __init__(self, total: int, report: Callable[[int, int], None] | None) -> None:
-        self.total, self.done, self.report = total, 0, report
+    def __init__(
+        self, total: int, report: Callable[[int, int], None] | None, start: int = 0
+    ) -> None:
+        self.total, self.done, self.report = total, start, report
         self.lock = threading.Lock()
         if report is not None:
-            report(0, total)
+            report(start, total)
 
     def tick(self) -> None:
         if self.report is None:

@@ -25,6 +25,11 @@ KILLS = [
 ]
 
 
+def _rows(ws) -> dict:
+    with DuckDBRecorder(ws / "ledger.duckdb", read_only=True) as recorder:
+        return {(r.iteration, r.purpose, r.episode_id): r for r in recorder.read_episodes("r")}
+
+
 def _episodes(ws) -> Counter:
     with DuckDBRecorder(ws / "ledger.duckdb", read_only=True) as recorder:
         rows = recorder.read_episodes("r")
@@ -56,10 +61,14 @@ def test_a_kill_inside_a_phase_is_resumed_exactly_once(tmp_path, whole, phase, p
     assert code == -9, died.stderr.read().decode()
     state, _, _ = _structure(ws)
     assert state.phase.value == phase  # the kill landed inside the phase under test
+    before = _rows(ws)
     resumed = _sia(ws, "resume", "r", "--quiet", module=ANY_NUMBER)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()
     state, shape, _ = _structure(ws)
     _, expected, _ = _structure(whole_ws)
     assert state.status == "done" and shape == expected
     assert _episodes(ws) == _episodes(whole_ws)
+    # Episodes finished before the kill were reused as recorded, not run again.
+    after = _rows(ws)
+    assert before and all(after[key] == row for key, row in before.items())
     print(f"{phase}: killed at {point}, resumed", file=sys.stderr)

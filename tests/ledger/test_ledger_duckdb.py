@@ -1,5 +1,6 @@
 """DuckDB-only behaviour: files, locks, other processes, durability, foreign files."""
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -58,6 +59,26 @@ def test_reopen_after_close_keeps_everything(path: Path) -> None:
         assert len(reader.read_episodes("r1")) == 1
     with DuckDBRecorder(path) as writer:
         assert writer.append("r1", tick(3), expected_seq=2, ts=2.0)[0].seq == 3
+
+
+def test_schema_2_episodes_read_without_answers_and_a_writer_adds_the_column(path: Path) -> None:
+    row = EpisodeRow("r1", 0, "eval", "val", "e", "i", 1.0, "ok", "", 1, 5.0, answer="42")
+    with DuckDBRecorder(path) as writer:
+        writer.append_episodes([row])
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE episodes DROP COLUMN answer")
+    con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    con.close()
+    with DuckDBRecorder(path, read_only=True) as reader:
+        (old,) = reader.read_episodes("r1")
+    assert old.answer is None and old.reward == 1.0
+    with DuckDBRecorder(path) as writer:
+        writer.append_episodes(
+            [EpisodeRow("r1", 0, "eval", "val", "f", "i", 0.0, "ok", "", 1, 5.0)]
+        )
+        writer.append_episodes([dataclasses.replace(row, episode_id="g")])
+        answers = [r.answer for r in writer.read_episodes("r1")]
+    assert answers == [None, None, "42"]
 
 
 def test_second_writer_is_refused_with_the_holders_pid(path: Path) -> None:
@@ -129,6 +150,7 @@ def test_schema_1_ledger_is_read_as_is_and_upgraded_by_a_writer(path: Path) -> N
     con = duckdb.connect(str(path))
     for column in ("completion_text", "temperature", "top_p"):
         con.execute(f"ALTER TABLE calls DROP COLUMN {column}")
+    con.execute("ALTER TABLE episodes DROP COLUMN answer")  # schema 3
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
     with DuckDBRecorder(path, read_only=True) as reader:
@@ -139,7 +161,7 @@ def test_schema_1_ledger_is_read_as_is_and_upgraded_by_a_writer(path: Path) -> N
         texts = [row.completion_text for row in writer.read_calls("r1")]
     assert texts == ["", "85"]
     con = duckdb.connect(str(path), read_only=True)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     con.close()
 
 

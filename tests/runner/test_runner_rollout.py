@@ -218,3 +218,37 @@ def test_bad_harnesses_are_refused(task: tasks.Task, recorder: InMemoryRecorder)
                 runner.rollout(_rollout(task, harness, ids))
         with pytest.raises(RunnerError):
             runner.rollout(_rollout(task, task.harness_template(), ()))
+
+
+def test_a_rollout_cut_short_is_completed_with_the_recorded_episodes_reused(
+    task: tasks.Task, policy: HFPolicy, recorder: InMemoryRecorder
+) -> None:
+    ids = tuple(task.item_ids("train")[:6])
+    request = _rollout(task, task.harness_template(), ids)
+    with Gateway(policy, max_batch=8, batch_wait_ms=10) as gateway:
+        runner = HarnessRunner(task, gateway, recorder, concurrency=3)
+        whole = runner.rollout(request)
+        recorded = recorder.read_episodes("run-r", 2, "rollout")
+        # What a crash after two episodes leaves: those two, with their calls.
+        with InMemoryRecorder() as cut:
+            kept = sorted(recorded, key=lambda row: row.episode_id)[:2]
+            names = {row.episode_id for row in kept}
+            cut.append_calls([c for c in recorder.read_calls("run-r", 2) if c.episode_id in names])
+            cut.append_episodes(kept)
+            served = len(gateway.batch_sizes)
+            resumed = HarnessRunner(task, gateway, cut, concurrency=3).rollout(request)
+            rows = cut.read_episodes("run-r", 2, "rollout")
+            # Only the four missing episodes reached the model.
+            assert sum(gateway.batch_sizes[served:]) == 4
+
+    def strip(result):  # the re-run episodes took their own time
+        return {k: v for k, v in result.metrics.items() if k != "mean_episode_ms"}
+
+    def outcome(row):
+        return (row.episode_id, row.item_id, row.reward, row.status, row.answer, row.n_calls)
+
+    assert (resumed.episodes, resumed.mean_reward) == (whole.episodes, whole.mean_reward)
+    assert strip(resumed) == strip(whole)
+    assert sorted(map(outcome, rows)) == sorted(map(outcome, recorded))
+    assert all(row in rows for row in kept)  # the rows on record stay as they were
+    assert all(row.answer is not None for row in rows)
