@@ -234,6 +234,19 @@ def test_no_val_or_test_item_reaches_claude(claude_run):
     train = [task.item(i) for i in task.item_ids("train")]
     train_questions = {item.prompt for item in train}
     assert any(item.id in blob for item in train)  # what it may see does show up
+    # The one label an agent sees is a train item's reference answer, in read_trajectory.
+    shown = [
+        json.loads(block["content"])
+        for body in fake.requests
+        for message in body["messages"]
+        if isinstance(message["content"], list)
+        for block in message["content"]
+        if block.get("type") == "tool_result"
+        and not block.get("is_error")
+        and '"reference_answer"' in block["content"]
+    ]
+    answers = {item.id: item.answer for item in train}
+    assert shown and all(s["reference_answer"] == answers[s["item_id"]] for s in shown)
     for split in ("val", "test"):
         for item in (task.item(i) for i in task.item_ids(split)):
             assert item.id not in blob, f"{split} item {item.id} reached Claude"
