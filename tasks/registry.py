@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from tasks.arith import ArithTask
 from tasks.base import Task
+from tasks.charges import ChargesTask
 from tasks.errors import TaskError
 
 __all__ = ["get_task", "list_tasks", "register_task"]
@@ -49,3 +50,4 @@ def _latest(name: str) -> str | None:
 
 
 register_task(ArithTask.id, lambda seed: ArithTask(seed=seed))
+register_task(ChargesTask.id, lambda seed: ChargesTask(seed=seed))

@@ -18,6 +18,7 @@ from sia.agents.errors import AgentError
 from sia.agents.operators import (
     ANSWER_FORMATS,
     AnswerFormat,
+    ClosestLabel,
     CompletionPrompt,
     FewShot,
     HarnessEdit,
@@ -27,6 +28,7 @@ from sia.agents.operators import (
     RetryOnParseFailure,
     RewordInstruction,
     SelfConsistency,
+    ShowLabels,
     SwitchExtraction,
     read_config,
 )
@@ -45,6 +47,7 @@ _INSTRUCTION_OPERATORS = frozenset({AnswerFormat.name, RewordInstruction.name})
 #: rollout without it they would spend an iteration on a change that cannot move the score.
 _SYMPTOMS: dict[str, Callable[[Diagnostics], bool]] = {
     SwitchExtraction.name: lambda d: d.parse_failure_rate > 0 or (d.rambling_ratio or 0) >= 0.5,
+    ClosestLabel.name: lambda d: (d.invalid_label_rate or 0) > 0 or d.parse_failure_rate > 0,
     RetryOnParseFailure.name: lambda d: d.parse_failure_rate > 0,
 }
 
@@ -107,7 +110,9 @@ class RuleFeedbackAgent:
         self.few_shot_k = few_shot_k
         # Default order: cheap prompt fixes first, then the ones that cost model calls.
         self.operators: tuple[Operator, ...] = (
+            ShowLabels(),
             AnswerFormat(self.instructions),
+            ClosestLabel(),
             SwitchExtraction(),
             CompletionPrompt(self.examples, k=few_shot_k),
             FewShot(self.examples, k=few_shot_k),

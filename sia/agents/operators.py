@@ -22,6 +22,7 @@ __all__ = [
     "ANSWER_FORMATS",
     "CONFIG_FILE",
     "AnswerFormat",
+    "ClosestLabel",
     "CompletionPrompt",
     "FewShot",
     "HarnessEdit",
@@ -31,6 +32,7 @@ __all__ = [
     "RetryOnParseFailure",
     "RewordInstruction",
     "SelfConsistency",
+    "ShowLabels",
     "SwitchExtraction",
     "dump_config",
     "read_config",
@@ -315,6 +317,39 @@ class SwitchExtraction(Operator):
 
     def _summary(self, old: dict[str, Any], new: dict[str, Any]) -> str:
         return f"Switch answer extraction from {old.get('extraction')} to {self.target}"
+
+
+@dataclass(frozen=True)
+class ClosestLabel(SwitchExtraction):
+    """Read the answer as the label the reply names, or the label closest in spelling.
+
+    For classification harnesses (they declare ``labels``): a small model answers with a
+    near miss ("theft of property", "Fraud."), which scores 0 unless mapped to a label.
+    """
+
+    name: ClassVar[str] = "closest-label"
+    effect: ClassVar[str] = "answers outside the label set mapped to the nearest label"
+    reads: ClassVar[tuple[str, ...]] = ("extraction", "labels")
+    target: str = "closest_label"
+
+
+@dataclass(frozen=True)
+class ShowLabels(Operator):
+    """List the task's labels in the prompt, so the model picks one instead of inventing."""
+
+    name: ClassVar[str] = "label-list"
+    effect: ClassVar[str] = "answers drawn from the label set, not made up"
+    reads: ClassVar[tuple[str, ...]] = ("labels", "show_labels")
+
+    def _applies(self, config: dict[str, Any]) -> bool:
+        return bool(config.get("labels")) and not config.get("show_labels")
+
+    def _rewrite(self, config: dict[str, Any]) -> dict[str, Any]:
+        config["show_labels"] = True
+        return config
+
+    def _summary(self, old: dict[str, Any], new: dict[str, Any]) -> str:
+        return f"List the {len(new['labels'])} possible labels in the prompt"
 
 
 @dataclass(frozen=True)

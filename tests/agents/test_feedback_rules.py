@@ -260,7 +260,8 @@ def test_mode_h_reselects_examples_once_the_pattern_is_kept(
     feedback, template, make_context, make_record, make_rollout
 ):
     """A completion-format harness has no instruction to reword: other examples are shown."""
-    files = with_edit(template, feedback.operators[2].apply(template).to_payload())
+    completion = next(op for op in feedback.operators if op.name == "completion-prompt")
+    files = with_edit(template, completion.apply(template).to_payload())
     history = [
         make_record(i + 1, "edit", operator=name, delta=0.0, accepted=name == "completion-prompt")
         for i, name in enumerate(ALL_OPERATORS)

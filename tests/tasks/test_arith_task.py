@@ -183,7 +183,11 @@ def test_a_bare_name_resolves_to_its_highest_version(monkeypatch):
 
     register_task("arith-v2", lambda seed: ArithV2(seed=seed))
     register_task("arith-v10", lambda seed: ArithV2(seed=seed))
-    assert list_tasks() == ["arith-v1", "arith-v10", "arith-v2"]
+    assert [t for t in list_tasks() if t.startswith("arith")] == [
+        "arith-v1",
+        "arith-v10",
+        "arith-v2",
+    ]
     assert get_task("arith-v1").id == "arith-v1"
     assert get_task("arith").id == "arith-v2"  # the factory registered as v10 builds v2
 
