@@ -6,7 +6,7 @@ is the adapter manifest. ``ArtifactStore`` keeps the adapter folders themselves,
 by the sha256 digest that the manifest names.
 """
 
-from harness_repo.artifacts import ArtifactStore
+from harness_repo.artifacts import ArtifactStore, tagged_adapter
 from harness_repo.errors import (
     ArtifactCorrupt,
     ArtifactMissing,
@@ -41,5 +41,6 @@ __all__ = [
     "format_trailers",
     "parse_trailers",
     "split_message",
+    "tagged_adapter",
     "validate_run_id",
 ]

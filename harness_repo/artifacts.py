@@ -26,6 +26,8 @@ renamed into place, so a crash leaves at most a temporary folder, which the next
 or ``gc_temp`` removes.
 """
 
+from __future__ import annotations
+
 import hashlib
 import os
 import re
@@ -33,6 +35,7 @@ import secrets
 import shutil
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness_repo.errors import (
     ArtifactCorrupt,
@@ -41,7 +44,10 @@ from harness_repo.errors import (
     InvalidHarnessInput,
 )
 
-__all__ = ["ArtifactStore"]
+if TYPE_CHECKING:
+    from harness_repo.repo import HarnessRepo
+
+__all__ = ["ArtifactStore", "tagged_adapter"]
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _CHUNK = 1 << 20
@@ -338,3 +344,8 @@ class ArtifactStore:
         problems += [f"{rel} missing" for rel in expected if rel not in found]
         problems += [f"{rel} unexpected" for rel in found if rel not in expected]
         return ", ".join(problems) or "its listing differs"
+
+
+def tagged_adapter(repo: HarnessRepo, store: ArtifactStore, tag: str) -> Path:
+    """The stored folder of the adapter that tag ``tag`` names, its sha256 verified."""
+    return store.path(repo.adapter_manifest(tag)["sha256"])

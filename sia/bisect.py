@@ -56,6 +56,7 @@ class BisectResult:
     evaluations: int  # candidates measured by the search itself (endpoints excluded)
     bound: int  # ⌈log2 n⌉ for the n candidates after the good endpoint
     candidates: list[int] = field(default_factory=list)
+    found: tuple[RecordedCandidate, RecordedCandidate] | None = None  # (last good, culprit)
 
 
 def bisect_run(
@@ -139,6 +140,7 @@ def _search(
         evaluations=searched,
         bound=bound,
         candidates=order,
+        found=(candidates[lo], candidates[hi]),
     )
 
 

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness_repo import tagged_adapter
 from ledger import InMemoryRecorder, Recorder
 from sia.config import RunConfig
 from sia.errors import SiaError
@@ -98,7 +99,7 @@ def evaluate_candidates(
     for candidate in chosen:
         repo.files_at(candidate.harness_commit)
         if candidate.adapter_tag is not None:
-            artifacts.path(repo.adapter_manifest(candidate.adapter_tag)["sha256"])
+            tagged_adapter(repo, artifacts, candidate.adapter_tag)
     with candidate_evaluator(workspace, run_id, progress=progress) as evaluate:
         return [evaluate(candidate, split) for candidate in chosen]
 
@@ -124,7 +125,7 @@ def candidate_evaluator(
 
         def evaluate(candidate: RecordedCandidate, split: str) -> CandidateScore:
             tag = candidate.adapter_tag
-            adapter = artifacts.path(repo.adapter_manifest(tag)["sha256"]) if tag else None
+            adapter = tagged_adapter(repo, artifacts, tag) if tag else None
             result = served.runner.evaluate(
                 EvalRequest(
                     run_id=f"{run_id}-reeval",

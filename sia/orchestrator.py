@@ -16,8 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness_repo import ArtifactStore, HarnessRepo
+from harness_repo import ArtifactStore, HarnessRepo, tagged_adapter
 from ledger import NewEvent, Recorder
+from sia.agents.patches import patched
 from sia.config import RunConfig
 from sia.errors import (
     EffectFailed,
@@ -49,6 +50,7 @@ from statemachine.planner import (
     Step,
     TrainAdapter,
     WriteInitialHarness,
+    iteration_seed,
     next_step,
 )
 from statemachine.replay import envelopes
@@ -154,24 +156,24 @@ class Orchestrator:
             while (step := next_step(state, now=self.clock())) is not None:
                 if self.observer is not None:
                     self.observer.step_started(state, step)
-                try:
-                    events = self._effects[type(step)](state, step)
-                except NoCandidate as exc:
-                    assert isinstance(step, ApplyEdit | TrainAdapter), step
-                    phase = "EDIT" if isinstance(step, ApplyEdit) else "TRAIN"
-                    events = [
-                        ev.CandidateAbandoned(
-                            iteration=step.iteration, phase=phase, reason=str(exc)
-                        )
-                    ]
-                except EffectFailed as exc:
-                    phase = state.phase.value if state.phase else "PLAN"
-                    events = [ev.RunFailed(phase=phase, error=str(exc))]
+                events = self._perform(state, step)
                 crash_point("after-effect")
                 state = self.append(state, events)
         except KeyboardInterrupt as stop:
             raise self._interrupted(state.run_id, step, str(stop) or "SIGINT") from None
         return state
+
+    def _perform(self, state: RunState, step: Step) -> Sequence[ev.Event]:
+        """The events reporting ``step``'s effect, its failure included."""
+        try:
+            return self._effects[type(step)](state, step)
+        except NoCandidate as exc:
+            assert isinstance(step, ApplyEdit | TrainAdapter), step
+            phase = "EDIT" if isinstance(step, ApplyEdit) else "TRAIN"
+            return [ev.CandidateAbandoned(iteration=step.iteration, phase=phase, reason=str(exc))]
+        except EffectFailed as exc:
+            phase = state.phase.value if state.phase else "PLAN"
+            return [ev.RunFailed(phase=phase, error=str(exc))]
 
     def _interrupted(self, run_id: str, step: Step | None, signal: str) -> Interrupted:
         # The ledger, not the loop's state, says what got in before the interrupt.
@@ -317,7 +319,7 @@ class Orchestrator:
     def _adapter_path(self, tag: str | None) -> Path | None:
         if tag is None:
             return None
-        return self.artifacts.path(self.repo.adapter_manifest(tag)["sha256"])
+        return tagged_adapter(self.repo, self.artifacts, tag)
 
     def _rollout(self, state: RunState, step: RunRollout):
         result = self.c.runner.rollout(
@@ -329,7 +331,7 @@ class Orchestrator:
                 adapter_tag=step.adapter_tag,
                 adapter_path=self._adapter_path(step.adapter_tag),
                 item_ids=step.item_ids,
-                seed=state.seed + step.iteration,
+                seed=iteration_seed(state.seed, step.iteration),
                 temperature=state.config.get("rollout_temperature"),
             )
         )
@@ -368,13 +370,8 @@ class Orchestrator:
         return [*calls, decision]
 
     def _apply_edit(self, state: RunState, step: ApplyEdit):
-        files = dict(self.repo.files_at(step.parent))
         edit = step.decision.edit or {}
-        for path, text in edit.get("files", {}).items():
-            if text is None:
-                files.pop(path, None)
-            else:
-                files[path] = text.encode()
+        files = patched(self.repo.files_at(step.parent), edit.get("files", {}))
         summary = edit.get("summary") or step.decision.rationale.splitlines()[0]
         message = f"{summary}\n\n{step.decision.rationale}"
         sha = self._commit(state, step.iteration, files, message, step.parent)
@@ -407,7 +404,7 @@ class Orchestrator:
                 base_adapter_path=self._adapter_path(step.base_adapter),
                 item_ids=step.item_ids,
                 decision=step.decision,
-                seed=state.seed + step.iteration,
+                seed=iteration_seed(state.seed, step.iteration),
             )
         )
         digest = self.artifacts.put(trained.path)
@@ -422,7 +419,7 @@ class Orchestrator:
             "iteration": step.iteration,
             "harness_commit": step.harness_commit,
             "parent_adapter": step.base_adapter,
-            "seed": state.seed + step.iteration,
+            "seed": iteration_seed(state.seed, step.iteration),
         }
         tag = self.repo.tag_adapter(
             state.run_id, step.iteration, step.harness_commit, manifest, when=self.clock()
@@ -465,7 +462,9 @@ def _state_when_closed(records, run_id: str, iteration: int) -> tuple[RunState, 
     state, previous = RunState(run_id), None
     for envelope in envelopes(records):
         state_before, state = state, evolve(state, envelope)
-        if any(record.iteration == iteration for record in state.history):
+        # History grows by one record when an iteration closes, in iteration order.
+        closed = len(state.history) > len(state_before.history)
+        if closed and state.history[-1].iteration == iteration:
             assert previous is not None
             return state_before, previous
         previous = envelope.seq

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness_repo import tagged_adapter
 from ledger import InMemoryRecorder, Recorder
 from sia.config import RunConfig
 from sia.errors import SiaError
@@ -24,6 +25,7 @@ from sia.history import iteration_records, run_state
 from sia.ports import EvalRequest, RolloutRequest
 from sia.trajectories import Trajectory, read_trajectories
 from sia.workspace import Workspace
+from statemachine.planner import iteration_seed
 
 __all__ = ["Divergence", "RerunReport", "rerun_iterations"]
 
@@ -96,9 +98,7 @@ def rerun_iterations(
     # Everything is read (and every adapter verified) before a model loads: fail fast.
     harnesses = {commit: repo.files_at(commit) for _, _, commit, _, _ in plans}
     adapters = {
-        tag: artifacts.path(repo.adapter_manifest(tag)["sha256"])
-        for _, _, _, tag, _ in plans
-        if tag is not None
+        tag: tagged_adapter(repo, artifacts, tag) for _, _, _, tag, _ in plans if tag is not None
     }
     reports = []
     with InMemoryRecorder() as scratch, open_serving(config, scratch, progress=progress) as served:
@@ -114,7 +114,7 @@ def rerun_iterations(
                         adapter_tag=tag,
                         adapter_path=adapter,
                         item_ids=rec.item_ids,
-                        seed=state.seed + i,
+                        seed=iteration_seed(state.seed, i),
                         temperature=config.rollout_temperature,
                     )
                 )

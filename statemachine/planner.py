@@ -27,6 +27,7 @@ __all__ = [
     "Step",
     "TrainAdapter",
     "WriteInitialHarness",
+    "iteration_seed",
     "judge",
     "next_step",
 ]
@@ -163,6 +164,11 @@ def judge(state: RunState) -> tuple[ev.Event, ...]:
         paid_off=accepted,
     )
     return (verdict, outcome)
+
+
+def iteration_seed(run_seed: int, iteration: int) -> int:
+    """The seed of an iteration's rollout episodes and training; a re-run uses it too."""
+    return run_seed + iteration
 
 
 def _batch_seed(run_seed: int, iteration: int) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from sia.agents.errors import AgentError
 
-__all__ = ["PatchError", "apply_patch"]
+__all__ = ["PatchError", "apply_patch", "creation_diff", "patched"]
 
 _HUNK = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 _NO_NEWLINE = "\\ No newline at end of file"
@@ -151,3 +151,24 @@ def apply_patch(files: Mapping[str, bytes], diff: str) -> dict[str, str | None]:
         else:
             changes[patch.old] = result
     return changes
+
+
+def patched(files: Mapping[str, bytes], changes: Mapping[str, str | None]) -> dict[str, bytes]:
+    """``files`` with ``changes`` (path → new text, ``None`` to delete) applied."""
+    result = dict(files)
+    for path, text in changes.items():
+        if text is None:
+            result.pop(path, None)
+        else:
+            result[path] = text.encode()
+    return result
+
+
+def creation_diff(files: Mapping[str, bytes]) -> str:
+    """A unified diff that creates ``files`` from nothing (how a whole harness is recorded)."""
+    parts = []
+    for path, content in sorted(files.items()):
+        lines = content.decode("utf-8", errors="replace").splitlines()
+        body = "".join(f"+{line}\n" for line in lines)
+        parts.append(f"--- /dev/null\n+++ b/{path}\n@@ -0,0 +1,{len(lines)} @@\n{body}")
+    return "".join(parts)

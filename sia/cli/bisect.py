@@ -10,7 +10,6 @@ import click
 from sia.bisect import bisect_run, parse_metric
 from sia.cli.main import cli, emit_json, open_workspace, pass_workspace
 from sia.cli.read import json_option
-from sia.evaluation import recorded_candidates
 from sia.history import iteration_records, run_state
 
 __all__ = ["bisect"]
@@ -60,8 +59,8 @@ def bisect(
     )
     with ws.reader() as recorder:
         records = iteration_records(run_state(recorder, run_id))
-        by_iteration = {c.iteration: c for c in recorded_candidates(recorder, run_id)}
-    culprit, before = by_iteration[result.culprit], by_iteration[result.last_good]
+    assert result.found is not None
+    before, culprit = result.found
     decision = records[result.culprit].decision
     repo = ws.repo()
     patch = repo.diff(before.harness_commit, culprit.harness_commit)

@@ -151,15 +151,18 @@ class _PackedCache:
         self.cache: Any = None
         self.owner = torch.empty(0, dtype=torch.long, device=device)
         self.dtype = dtype
+        self.freed = False  # rows finished since the last compaction
 
     def free(self, uid: int) -> None:
         self.owner[self.owner == uid] = -1
+        self.freed = True
 
     def compact(self) -> None:
+        if not self.freed or self.cache is None:
+            return
+        self.freed = False
         live = self.owner >= 0
         kept = int(live.sum())
-        if self.cache is None or kept == self.owner.numel():
-            return
         if kept == 0:
             self.cache, self.owner = None, self.owner[:0]
             return

@@ -179,7 +179,7 @@ class HarnessRunner:
             episodes=episodes,
             temperature=request.temperature,
         )
-        metrics = summarise(outcomes, calls, getattr(self._task, "valid_answer", None))
+        metrics = self._metrics(outcomes, calls)
         failures = sum(1 for outcome in outcomes if outcome.status != "ok")
         mean = sum(o.reward for o in outcomes) / len(outcomes)
         return RolloutResult(
@@ -206,10 +206,14 @@ class HarnessRunner:
             adapter_path=request.adapter_path,
             episodes=episodes,
         )
-        metrics = summarise(outcomes, calls, getattr(self._task, "valid_answer", None))
+        metrics = self._metrics(outcomes, calls)
         metrics["failures"] = sum(1 for outcome in outcomes if outcome.status != "ok")
         score = sum(o.reward for o in outcomes) / len(outcomes)
         return EvalResult(score=score, metrics=metrics)
+
+    def _metrics(self, outcomes: list[EpisodeOutcome], calls: list[CallRow]) -> dict[str, Any]:
+        # Tasks with a closed answer set say which answers are labels at all.
+        return summarise(outcomes, calls, getattr(self._task, "valid_answer", None))
 
     def smoke(
         self, *, run_id: str, iteration: int, harness: Mapping[str, bytes], item_id: str

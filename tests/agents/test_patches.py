@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sia.agents.patches import PatchError, apply_patch
+from sia.agents.patches import PatchError, apply_patch, creation_diff, patched
 from tests.agents.claude_fake import unified as diff
 
 OLD = "line one\nline two\nline three\nline four\nline five\nline six\nline seven\nline eight\n"
@@ -78,3 +78,10 @@ def test_any_difflib_diff_applies_back_to_its_target(old, new, context):
     if not patch:
         return  # identical texts: difflib writes nothing
     assert apply_patch({"f": before.encode()}, patch) == {"f": after}
+
+
+def test_a_whole_harness_is_recorded_as_a_diff_that_recreates_it():
+    files = {"agent.py": b"def solve(c, i, k):\n    return '1'\n", "harness.json": b"{}"}
+    recreated = patched({}, apply_patch({}, creation_diff(files)))
+    assert recreated == {"agent.py": files["agent.py"], "harness.json": b"{}\n"}
+    assert patched(recreated, {"harness.json": None}) == {"agent.py": files["agent.py"]}

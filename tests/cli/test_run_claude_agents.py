@@ -163,6 +163,7 @@ def test_claude_agents_drive_a_run_and_every_mistake_is_caught_and_recorded(clau
         (1, "claude-feedback", "import"),
         (2, "claude-feedback", "smoke"),
     ]
+    assert "+def solve(client, item, config:" in rejected[0].patch  # the harness it wrote
     assert "line" in rejected[1].reason and "max_tokenz" in rejected[1].patch
     assert "helper.py does not compile" in rejected[2].reason
     assert "no_such_strategy" in rejected[3].reason

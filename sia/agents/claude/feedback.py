@@ -17,8 +17,8 @@ from sia.agents.claude.conversation import Conversation, Tool, ToolRefused, as_j
 from sia.agents.claude.prompts import FEEDBACK_SYSTEM, history_lines
 from sia.agents.diagnostics import Thresholds, diagnose
 from sia.agents.operators import read_config
-from sia.agents.patches import PatchError, apply_patch
-from sia.agents.validation import HarnessCheck
+from sia.agents.patches import PatchError, apply_patch, patched
+from sia.agents.validation import HarnessCheck, Verdict
 from sia.ports import FeedbackContext
 from sia.trajectories import Trajectory
 from statemachine.events import DecisionMade, Event, PatchRejected
@@ -257,35 +257,22 @@ class ClaudeFeedbackAgent:
             raise ToolRefused(f"no patch attempts left ({attempts} used); decide now")
         session.attempts += 1
         context = session.context
-        try:
-            changes = apply_patch(context.harness, diff)
-            verdict_stage, reason = "", ""
-        except PatchError as error:
-            changes, verdict_stage, reason = {}, "apply", str(error)
-        if not verdict_stage:
-            files = dict(context.harness)
-            for path, text in changes.items():
-                if text is None:
-                    files.pop(path, None)
-                else:
-                    files[path] = text.encode()
-            verdict = self._check(files, run_id=context.run_id, iteration=context.iteration)
-            verdict_stage, reason = ("", "") if verdict.ok else (verdict.stage, verdict.reason)
-        if verdict_stage:
+        changes, verdict = self._validate(context, diff)
+        if not verdict.ok:
             session.rejected += 1
             self._events.append(
                 PatchRejected(
                     iteration=context.iteration,
                     agent=self.name,
                     attempt=session.attempts,
-                    stage=verdict_stage,
-                    reason=reason,
+                    stage=verdict.stage,
+                    reason=verdict.reason,
                     patch=diff,
                 )
             )
             left = attempts - session.attempts
             raise ToolRefused(
-                f"patch rejected at {verdict_stage}: {reason} ({left} attempt(s) left)"
+                f"patch rejected at {verdict.stage}: {verdict.reason} ({left} attempt(s) left)"
             )
         session.patch = {
             "summary": summary or "Claude's patch",
@@ -298,6 +285,17 @@ class ClaudeFeedbackAgent:
             f"Files changed: {', '.join(sorted(changes))}. Call decide with lever 'edit' to "
             "commit it."
         )
+
+    def _validate(
+        self, context: FeedbackContext, diff: str
+    ) -> tuple[dict[str, str | None], Verdict]:
+        """The changes ``diff`` makes, and whether the patched harness passes the checks."""
+        try:
+            changes = apply_patch(context.harness, diff)
+        except PatchError as error:
+            return {}, Verdict(False, "apply", str(error))
+        files = patched(context.harness, changes)
+        return changes, self._check(files, run_id=context.run_id, iteration=context.iteration)
 
     def _decide(self, session: _Session, diag: dict[str, Any], payload: dict[str, Any]) -> str:
         context = session.context

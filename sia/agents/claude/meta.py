@@ -8,6 +8,7 @@ from typing import Any
 from sia.agents.claude.client import ClaudeClient
 from sia.agents.claude.conversation import Conversation, Tool, ToolRefused
 from sia.agents.claude.prompts import META_SYSTEM
+from sia.agents.patches import creation_diff
 from sia.agents.validation import HarnessCheck
 from sia.ports import HarnessDraft, TaskSource
 from statemachine.events import Event, PatchRejected
@@ -46,7 +47,7 @@ class ClaudeMetaAgent:
                         attempt=attempts[0],
                         stage=verdict.stage,
                         reason=verdict.reason,
-                        patch="\n".join(sorted(files)),
+                        patch=creation_diff(files),
                     )
                 )
                 raise ToolRefused(f"harness rejected at {verdict.stage}: {verdict.reason}")
