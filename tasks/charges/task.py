@@ -49,8 +49,7 @@ CHARGES: dict[str, tuple[str, ...]] = {
         "permit application.",
     ),
     "offering bribes": (
-        "To win a contract at {place}, {name} handed an official {amount} yuan in an "
-        "envelope.",
+        "To win a contract at {place}, {name} handed an official {amount} yuan in an envelope.",
         "{name} gave a {role} a {item} so that an inspection of {place} would be skipped.",
     ),
     "intentional injury": (
@@ -81,8 +80,7 @@ CHARGES: dict[str, tuple[str, ...]] = {
         "buyer at {place}.",
     ),
     "illegal possession of firearms": (
-        "A search of {name}'s flat turned up two handguns and ammunition kept without any "
-        "licence.",
+        "A search of {name}'s flat turned up two handguns and ammunition kept without any licence.",
         "{name} kept a homemade rifle hidden under the floor of a shed near {place}.",
     ),
     "arson": (
@@ -106,8 +104,7 @@ CHARGES: dict[str, tuple[str, ...]] = {
     "forgery of official documents": (
         "{name} made fake business licences with a copied government seal and sold them to "
         "shop owners.",
-        "{name} produced a counterfeit residence permit bearing an official stamp for "
-        "{victim}.",
+        "{name} produced a counterfeit residence permit bearing an official stamp for {victim}.",
     ),
     "smuggling": (
         "{name} hid {amount} cartons of cigarettes in a container and brought them across "
@@ -169,12 +166,28 @@ _DISTRACTORS = (
 )
 _NAMES = ("Zhang", "Li", "Wang", "Chen", "Liu", "Yang", "Zhao", "Huang", "Zhou", "Wu", "Xu")
 _VICTIMS = ("Mr. Sun", "Ms. Ma", "Mr. Hu", "Ms. Guo", "Mr. He", "Ms. Lin", "Mr. Gao")
-_PLACES = ("a supermarket", "a restaurant", "the train station", "a hotel", "a market",
-           "a factory", "an office building", "a car park", "a jewellery shop", "a school")
+_PLACES = (
+    "a supermarket",
+    "a restaurant",
+    "the train station",
+    "a hotel",
+    "a market",
+    "a factory",
+    "an office building",
+    "a car park",
+    "a jewellery shop",
+    "a school",
+)
 _ITEMS = ("phone", "laptop", "gold necklace", "watch", "camera", "bicycle", "painting")
 _ROLES = ("bank manager", "county official", "police officer", "tax inspector", "doctor")
-_DAYS = ("a Monday night", "a Saturday afternoon", "New Year's Eve", "a Friday morning",
-         "a holiday weekend", "a Tuesday evening")
+_DAYS = (
+    "a Monday night",
+    "a Saturday afternoon",
+    "New Year's Eve",
+    "a Friday morning",
+    "a holiday weekend",
+    "a Tuesday evening",
+)
 
 
 def normalise_charge(text: str) -> str:
