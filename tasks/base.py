@@ -21,6 +21,11 @@ public_item(item_id) -> dict
 reward(item, answer_text) -> float
     In ``[0, 1]``; the item's own ``answer`` scores ``1.0``. ``answer_text`` is the final
     answer string a harness returned: the harness extracts, the reward only compares.
+    Tasks whose reward is measured rather than matched (a speedup, an error ratio) set
+    ``answer_is_best = False``: their own answer is a reference that must score above every
+    wrong answer, not necessarily ``1.0``.
+metric : str
+    What the mean reward means, in a few words (``"accuracy"``, ``"speedup, gated"``).
 harness_template() -> dict[str, bytes]
     The initial harness: at least ``agent.py`` (defining ``solve(client, item, config)``)
     and ``harness.json`` (its configuration).
@@ -58,8 +63,11 @@ class Task(abc.ABC):
 
     id: ClassVar[str]
     description: ClassVar[str]
+    metric: ClassVar[str] = "accuracy"
     #: ``meta`` keys copied into :meth:`public_item` next to ``id`` and ``question``.
     public_meta_keys: ClassVar[tuple[str, ...]] = ()
+    #: Whether an item's own ``answer`` attains the top reward ``1.0`` (see the contract).
+    answer_is_best: ClassVar[bool] = True
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed
@@ -110,6 +118,14 @@ class Task(abc.ABC):
         for key in self.public_meta_keys:
             public[key] = item.meta[key]
         return public
+
+    def reward_detail(self, item: Item, answer_text: str) -> dict[str, Any]:
+        """Structured detail behind :meth:`reward` (JSON-serialisable); empty by default.
+
+        Measured rewards say what they measured (``{"correct": true, "speedup": 1.8}``), so
+        a trajectory shows why an answer scored what it did.
+        """
+        return {}
 
     def valid_answer(self, answer: str) -> bool | None:
         """Whether ``answer`` is one of the task's labels; ``None``: no closed answer set.

@@ -165,11 +165,13 @@ def _reward_range(task: Task, splits: Splits, options: _Options) -> list[str]:
     for split in SPLITS:
         for item in splits[split][: options.sample]:
             right = task.reward(item, item.answer)
-            if not _is_unit(right) or right != 1.0:
+            if not _is_unit(right) or (task.answer_is_best and right != 1.0):
                 problems.append(f"item {item.id}: its own answer scores {right!r}, not 1.0")
+            elif right <= 0.0:
+                problems.append(f"item {item.id}: its own answer scores {right!r}")
             for wrong in _WRONG_ANSWERS:
                 score = task.reward(item, wrong)
-                if not _is_unit(score) or score >= 1.0:
+                if not _is_unit(score) or (_is_unit(right) and score >= right) or score >= 1.0:
                     problems.append(f"item {item.id}: answer {wrong!r} scores {score!r}")
             if len(problems) >= 5:
                 return problems
