@@ -1,4 +1,6 @@
-"""Task lookup by id (``arith-v1``) or by unversioned name (``arith`` → its latest version)."""
+"""Task lookup by id (``arith-v1``), by unversioned name (``arith`` → its latest version),
+by SIA-format directory (``dir:/path/to/task``) or by ``sia-agent`` package task (``sia:gpqa``).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from tasks.base import Task
 from tasks.charges import ChargesTask
 from tasks.errors import TaskError
 
-__all__ = ["get_task", "list_tasks", "register_task"]
+__all__ = ["DIR_PREFIX", "PACKAGE_PREFIX", "get_task", "list_tasks", "register_task"]
+
+#: ``dir:PATH`` names a SIA-format task directory, ``sia:NAME`` a task of ``sia-agent``.
+DIR_PREFIX, PACKAGE_PREFIX = "dir:", "sia:"
 
 TaskFactory = Callable[[int], Task]
 
@@ -34,9 +39,18 @@ def list_tasks() -> list[str]:
 
 def get_task(name: str, seed: int = 0) -> Task:
     """The task ``name`` bound to ``seed``; a bare name resolves to its highest version."""
+    if name.startswith((DIR_PREFIX, PACKAGE_PREFIX)):
+        from tasks.siadir import DirTask, package_task_dir
+
+        if name.startswith(DIR_PREFIX):
+            return DirTask(name.removeprefix(DIR_PREFIX), seed)
+        return DirTask(package_task_dir(name.removeprefix(PACKAGE_PREFIX)), seed)
     task_id = name if name in _FACTORIES else _latest(name)
     if task_id is None:
-        raise TaskError(f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}")
+        raise TaskError(
+            f"unknown task {name!r}; known tasks: {', '.join(list_tasks())}, "
+            f"{PACKAGE_PREFIX}NAME, {DIR_PREFIX}PATH"
+        )
     return _FACTORIES[task_id](seed)
 
 

@@ -20,6 +20,8 @@ from sia.wiring import check_supported, open_components
 from sia.workspace import Workspace
 from statemachine.planner import Budget
 from statemachine.state import RunState
+from tasks import get_task
+from tasks.registry import DIR_PREFIX
 
 __all__ = ["branch", "resume", "run"]
 
@@ -69,6 +71,12 @@ _as_json = click.option(
 
 @cli.command()
 @click.option("--task", default="arith", show_default=True, help="Task id (see `sia tasks`).")
+@click.option(
+    "--task-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="A SIA-format task directory (data/public/task.md, evaluate.py, …) instead of --task.",
+)
 @click.option(
     "--mode",
     type=click.Choice(["h", "w", "w+h"]),
@@ -146,6 +154,7 @@ _as_json = click.option(
 def run(
     root: Path,
     task: str,
+    task_dir: Path | None,
     mode: str,
     iterations: int,
     wall_seconds: float | None,
@@ -176,7 +185,11 @@ def run(
         sia run --task arith --mode h --iterations 3 --batch-size 8
         sia run --backend openai --endpoint http://127.0.0.1:8000/v1 --policy my-model
         ANTHROPIC_API_KEY=... sia run --meta-agent claude --feedback-agent claude
+        sia run --task-dir ./my-task --mode w --iterations 2
     """
+    if task_dir is not None:
+        task = f"{DIR_PREFIX}{task_dir.expanduser().resolve()}"
+    get_task(task, seed=seed)  # a bad task name or task dir is refused before anything is written
     config = RunConfig(
         task=task,
         mode=mode,
