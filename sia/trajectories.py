@@ -41,6 +41,7 @@ class Trajectory:
             "reward": ep.reward,
             "status": ep.status,
             "reason": ep.reason,
+            "answer": ep.answer,
             "duration_ms": ep.duration_ms,
             "calls": [
                 {

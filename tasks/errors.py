@@ -2,7 +2,7 @@
 
 from statemachine.errors import SiaError
 
-__all__ = ["TaskCheckFailed", "TaskError"]
+__all__ = ["TaskCheckFailed", "TaskDirError", "TaskError"]
 
 
 class TaskError(SiaError):
@@ -11,3 +11,7 @@ class TaskError(SiaError):
 
 class TaskCheckFailed(TaskError):
     """A task that breaks the task contract (see :func:`tasks.check.check_task`)."""
+
+
+class TaskDirError(TaskError):
+    """A SIA-format task directory that cannot be used as it is."""

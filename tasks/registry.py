@@ -65,3 +65,20 @@ def _latest(name: str) -> str | None:
 
 register_task(ArithTask.id, lambda seed: ArithTask(seed=seed))
 register_task(ChargesTask.id, lambda seed: ChargesTask(seed=seed))
+
+
+def _denoise(seed: int) -> Task:
+    # Imported on first use: the task needs numpy, and `import tasks` stays stdlib-only.
+    from tasks.denoise import DenoiseTask
+
+    return DenoiseTask(seed=seed)
+
+
+def _chess(seed: int) -> Task:
+    from tasks.chess import ChessTask  # python-chess loads only when the task is used
+
+    return ChessTask(seed=seed)
+
+
+register_task("denoise-v1", _denoise)
+register_task("chess-v1", _chess)

@@ -32,6 +32,8 @@ from sia.agents.operators import (
     SwitchExtraction,
     read_config,
 )
+from sia.agents.operators_chess import LegalMoveExtraction, LegalMoves, MateCheck
+from sia.agents.operators_denoise import DENOISE_OPERATORS
 from sia.agents.rules import ALGORITHM_RULES, LEVER_RULES, AlgorithmRule, Evidence, LeverRule
 from sia.ports import FeedbackContext, HarnessDraft, TaskSource
 from statemachine.events import DecisionMade
@@ -111,13 +113,17 @@ class RuleFeedbackAgent:
         # Default order: cheap prompt fixes first, then the ones that cost model calls.
         self.operators: tuple[Operator, ...] = (
             ShowLabels(),
+            LegalMoves(),
             AnswerFormat(self.instructions),
             ClosestLabel(),
+            LegalMoveExtraction(),
             SwitchExtraction(),
+            MateCheck(),
             CompletionPrompt(self.examples, k=few_shot_k),
             FewShot(self.examples, k=few_shot_k),
             RetryOnParseFailure(),
             SelfConsistency(samples=vote_samples),
+            *DENOISE_OPERATORS,
         )
         # Remedies that only a rule asks for: they undo improvements to buy speed.
         self.remedies: tuple[Operator, ...] = (ReduceSampling(),)

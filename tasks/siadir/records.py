@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import TaskError
+from tasks.errors import TaskDirError
 
 __all__ = ["ID_KEYS", "RecordFile", "read_records"]
 
@@ -60,7 +60,7 @@ def read_records(path: Path, id_key: str | None = None) -> RecordFile | None:
     """``path`` as a record file, or ``None`` when it is not one of the known shapes.
 
     ``id_key`` forces the key; otherwise the first of :data:`ID_KEYS` that every entry has.
-    A file that looks like records but repeats an id raises :class:`TaskError`.
+    A file that looks like records but repeats an id raises :class:`TaskDirError`.
     """
     suffix = path.suffix.lower()
     try:
@@ -70,7 +70,7 @@ def read_records(path: Path, id_key: str | None = None) -> RecordFile | None:
         if suffix == ".csv":
             return _from_csv(path, path.read_text(encoding="utf-8-sig"), id_key)
     except (OSError, UnicodeDecodeError, ValueError, csv.Error) as error:
-        raise TaskError(f"cannot read {path}: {error}") from error
+        raise TaskDirError(f"cannot read {path}: {error}") from error
     return None
 
 
@@ -105,7 +105,7 @@ def _unique(path: Path, pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
     for raw, entry in pairs:
         key = str(raw)
         if key in records:
-            raise TaskError(f"{path} repeats the id {key!r}")
+            raise TaskDirError(f"{path} repeats the id {key!r}")
         records[key] = entry
     return records
 

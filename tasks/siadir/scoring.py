@@ -125,9 +125,13 @@ def _read_results(task: TaskDir, path: Path) -> Evaluation:
             f"{where}: results.json has no metric {wanted!r}; "
             'name its key in sia-task.json: {"metric": "KEY"}'
         )
-    if not isinstance(value, int | float) or not 0.0 <= float(value) <= 1.0:
-        raise TaskDirError(f"{where}: results.json metric {key}={value!r} is not in [0, 1]")
-    return Evaluation(float(value), "", results)
+    scaled = value * task.metric_scale if isinstance(value, int | float) else None
+    if scaled is None or not 0.0 <= scaled <= 1.0:
+        raise TaskDirError(
+            f"{where}: results.json metric {key}={value!r} (scale {task.metric_scale:g}) is "
+            'not in [0, 1]; set its scale in sia-task.json: {"metric_scale": 0.01}'
+        )
+    return Evaluation(float(scaled), "", results)
 
 
 def _metric(results: dict[str, Any], name: str | None) -> tuple[str | None, Any]:
