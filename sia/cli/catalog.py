@@ -40,6 +40,9 @@ from sia.models import (
 from sia.models import list_models as registered_models
 from tasks import SPLITS, Task, TaskCheckFailed, check_task, get_task
 from tasks import list_tasks as registered_tasks
+from tasks.registry import PACKAGE_PREFIX
+from tasks.siadir import PACKAGE_TASKS, fetch_package_tasks
+from tasks.siadir.package import package_tasks_cached
 
 __all__ = ["models", "tasks"]
 
@@ -232,18 +235,55 @@ def list_tasks_command(as_json: bool) -> None:
     rows = []
     for task_id in registered_tasks():
         task = get_task(task_id)
-        rows.append({"id": task.id, "splits": _sizes(task), "description": task.description})
+        rows.append(_row(task.id, task))
+    for name in PACKAGE_TASKS:
+        task_name = f"{PACKAGE_PREFIX}{name}"
+        rows.append(_row(task_name, get_task(task_name) if package_tasks_cached() else None))
     if as_json:
         emit_json(rows)
         return
-    table = Table(title="registered tasks")
+    table = Table(title="tasks")
     for col in ("id", *SPLITS):
         table.add_column(col, no_wrap=True, justify="left" if col == "id" else "right")
+    table.add_column("metric", overflow="fold")
     table.add_column("description", overflow="fold")
     for r in rows:
-        sizes = [str(r["splits"][s]) for s in SPLITS]
-        table.add_row(r["id"], *sizes, _summary(r["description"]))
+        sizes = [str(r["splits"][s]) if r["splits"] else "–" for s in SPLITS]
+        table.add_row(r["id"], *sizes, r["metric"], _summary(r["description"]))
     Console().print(table)
+    if not package_tasks_cached():
+        Console().print("sia:* tasks come from the sia-agent wheel: `sia tasks fetch` gets them")
+
+
+def _row(task_id: str, task: Task | None) -> dict[str, Any]:
+    if task is None:
+        return {
+            "id": task_id,
+            "splits": None,
+            "metric": "evaluate.py's metric",
+            "description": "A task of the sia-agent package, not fetched yet.",
+        }
+    return {
+        "id": task_id,
+        "splits": _sizes(task),
+        "metric": task.metric,
+        "description": task.description,
+    }
+
+
+@tasks.command()
+def fetch() -> None:
+    """Fetch the sia-agent package's tasks (GPQA, LawBench, LongCOT-Chess) into the cache.
+
+    The wheel comes from PyPI with pip, is checked against its pinned sha256, and only its
+    task folders are unpacked; the package itself is never installed or imported.
+
+    \b
+    Example:
+        sia tasks fetch && sia tasks show sia:gpqa
+    """
+    path = fetch_package_tasks()
+    click.echo(f"{', '.join(PACKAGE_PREFIX + n for n in PACKAGE_TASKS)} in {path}")
 
 
 @tasks.command()

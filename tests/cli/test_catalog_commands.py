@@ -223,3 +223,22 @@ def test_tasks_check_failure_exits_non_zero(secret_tasks):
 def test_unknown_task_is_one_line():
     for command in ("show", "check"):
         assert_one_line_error(sia("tasks", command, "no-such-task"), "no-such-task")
+
+
+def test_tasks_list_names_metrics_and_the_sia_agent_tasks(tmp_path, monkeypatch):
+    monkeypatch.setenv("SIA_CACHE", str(tmp_path))  # nothing fetched: listed, not downloaded
+    rows = {r["id"]: r for r in json.loads(sia("tasks", "list", "--json").stdout)}
+    assert rows["chess-v1"]["metric"] == get_task("chess").metric
+    for name in ("sia:gpqa", "sia:lawbench", "sia:longcot-chess"):
+        assert rows[name]["splits"] is None and "not fetched" in rows[name]["description"]
+    assert not any(tmp_path.iterdir())
+
+
+def test_tasks_check_and_show_a_task_dir():
+    fixture = Path(__file__).resolve().parents[1] / "support" / "sia_task"
+    out = sia("tasks", "check", f"dir:{fixture}")
+    assert out.exit_code == 0, out.output
+    assert "no-label-leakage" in out.output and "reward-range" not in out.output
+    data = json.loads(sia("tasks", "show", f"dir:{fixture}", "--json").stdout)
+    assert set(data["template"]) == {"agent.py", "harness.json", "target_agent.py"}
+    assert set(data["item"]["files"]) == {"task.md", "questions.json"}
