@@ -248,7 +248,7 @@ def list_tasks_command(as_json: bool) -> None:
     table.add_column("metric", overflow="fold")
     table.add_column("description", overflow="fold")
     for r in rows:
-        sizes = [str(r["splits"][s]) if r["splits"] else "–" for s in SPLITS]
+        sizes = [str(r["splits"][s]) if r["splits"] else "-" for s in SPLITS]
         table.add_row(r["id"], *sizes, r["metric"], _summary(r["description"]))
     Console().print(table)
     if not package_tasks_cached():
@@ -271,8 +271,8 @@ def _row(task_id: str, task: Task | None) -> dict[str, Any]:
     }
 
 
-@tasks.command()
-def fetch() -> None:
+@tasks.command("fetch")
+def fetch_tasks() -> None:
     """Fetch the sia-agent package's tasks (GPQA, LawBench, LongCOT-Chess) into the cache.
 
     The wheel comes from PyPI with pip, is checked against its pinned sha256, and only its
