@@ -80,5 +80,12 @@ def _chess(seed: int) -> Task:
     return ChessTask(seed=seed)
 
 
+def _trimul(seed: int) -> Task:
+    from tasks.trimul import TrimulTask  # torch loads only when the task is used
+
+    return TrimulTask(seed=seed)
+
+
 register_task("denoise-v1", _denoise)
 register_task("chess-v1", _chess)
+register_task("trimul-v1", _trimul)
