@@ -114,6 +114,8 @@ class EpisodeRow:
     n_calls: int
     duration_ms: float
     answer: str | None = None  # what the harness returned; None: no answer (or schema < 3)
+    #: JSON of what the task measured behind the reward (``Task.reward_detail``); None: nothing.
+    reward_detail: str | None = None
 
     def __post_init__(self) -> None:
         if self.purpose not in EPISODE_PURPOSES:

@@ -16,7 +16,7 @@ __all__ = [
     "TABLES",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: Statements that bring a ledger of schema ``v`` to ``v + 1``; a writer applies them on
 #: open. Each only adds, so a reader of an old file sees the old columns and the record
@@ -28,6 +28,7 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "ALTER TABLE calls ADD COLUMN top_p DOUBLE",
     ),
     2: ("ALTER TABLE episodes ADD COLUMN answer VARCHAR",),
+    3: ("ALTER TABLE episodes ADD COLUMN reward_detail VARCHAR",),
 }
 
 TABLES = ("meta", "events", "runs", "calls", "episodes")
@@ -95,7 +96,8 @@ DDL = (
         reason VARCHAR NOT NULL,
         n_calls INTEGER NOT NULL,
         duration_ms DOUBLE NOT NULL,
-        answer VARCHAR
+        answer VARCHAR,
+        reward_detail VARCHAR
     )
     """,
 )
@@ -148,5 +150,6 @@ EPISODES_ARROW = pa.schema(
         ("n_calls", pa.int32()),
         ("duration_ms", pa.float64()),
         ("answer", pa.string()),
+        ("reward_detail", pa.string()),
     ]
 )

@@ -42,6 +42,7 @@ class Trajectory:
             "status": ep.status,
             "reason": ep.reason,
             "answer": ep.answer,
+            "reward_detail": json.loads(ep.reward_detail) if ep.reward_detail else None,
             "duration_ms": ep.duration_ms,
             "calls": [
                 {

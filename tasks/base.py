@@ -127,6 +127,13 @@ class Task(abc.ABC):
         """
         return {}
 
+    def score(self, item: Item, answer_text: str) -> tuple[float, dict[str, Any]]:
+        """:meth:`reward` and :meth:`reward_detail` together; what the runner records.
+
+        Tasks that measure (run code, time it) override this to measure once.
+        """
+        return self.reward(item, answer_text), self.reward_detail(item, answer_text)
+
     def valid_answer(self, answer: str) -> bool | None:
         """Whether ``answer`` is one of the task's labels; ``None``: no closed answer set.
 

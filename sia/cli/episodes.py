@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -81,6 +82,11 @@ def _show(console: Console, t: Trajectory) -> None:
         f"status {data['status']} {data['reason']}",
         markup=True,
     )
+    if data["answer"] is not None:
+        console.print(f"answer: {data['answer']!r}", markup=False)
+    if data["reward_detail"]:
+        # What the task measured behind the reward (a speedup, an evaluator's verdict).
+        console.print(f"reward detail: {json.dumps(data['reward_detail'])}", markup=False)
     for call in data["calls"]:
         console.print(
             f"\n[bold]call {call['call_index']}[/] ({call['finish_reason']}, "

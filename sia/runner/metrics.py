@@ -24,6 +24,7 @@ class EpisodeOutcome:
     answer: str | None
     reward: float
     duration_ms: float
+    detail: dict[str, Any] | None = None  # what the task measured behind the reward
 
 
 def summarise(

@@ -47,7 +47,7 @@ class RunnerTask(Protocol):
 
     def public_item(self, item_id: str) -> dict[str, Any]: ...
 
-    def reward(self, item: Any, answer_text: str) -> float: ...
+    def score(self, item: Any, answer_text: str) -> tuple[float, dict[str, Any]]: ...
 
 
 class CallSink(Protocol):
@@ -80,6 +80,7 @@ def _episode_row(
         n_calls=n_calls,
         duration_ms=outcome.duration_ms,
         answer=outcome.answer,
+        reward_detail=json.dumps(outcome.detail, sort_keys=True) if outcome.detail else None,
     )
 
 
@@ -349,6 +350,7 @@ class HarnessRunner:
                 row.answer,
                 row.reward or 0.0,
                 row.duration_ms,
+                json.loads(row.reward_detail) if row.reward_detail else None,
             )
             for row in rows
         }
@@ -403,15 +405,16 @@ class HarnessRunner:
                 0.0,
                 outcome.duration_ms,
             )
-        reward = float(self._task.reward(self._task.item(episode.item_id), outcome.answer))
+        reward, detail = self._task.score(self._task.item(episode.item_id), outcome.answer)
         return EpisodeOutcome(
             episode.episode_id,
             episode.item_id,
             "ok",
             "",
             outcome.answer,
-            reward,
+            float(reward),
             outcome.duration_ms,
+            detail or None,
         )
 
 

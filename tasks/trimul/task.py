@@ -143,6 +143,10 @@ class TrimulTask(Task):
     def reward(self, item: Item, answer_text: str) -> float:
         return self.reward_detail(item, answer_text)["reward"]
 
+    def score(self, item: Item, answer_text: str) -> tuple[float, dict[str, Any]]:
+        detail = self.reward_detail(item, answer_text)  # one measurement for both
+        return detail["reward"], detail
+
     def reward_detail(self, item: Item, answer_text: str) -> dict[str, Any]:
         """Evaluate afresh (nothing is cached): the verdict and what was measured."""
         outcome = self.evaluate(item, answer_text)

@@ -66,6 +66,7 @@ def test_schema_2_episodes_read_without_answers_and_a_writer_adds_the_column(pat
     with DuckDBRecorder(path) as writer:
         writer.append_episodes([row])
     con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE episodes DROP COLUMN reward_detail")
     con.execute("ALTER TABLE episodes DROP COLUMN answer")
     con.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
     con.close()
@@ -79,6 +80,25 @@ def test_schema_2_episodes_read_without_answers_and_a_writer_adds_the_column(pat
         writer.append_episodes([dataclasses.replace(row, episode_id="g")])
         answers = [r.answer for r in writer.read_episodes("r1")]
     assert answers == [None, None, "42"]
+
+
+def test_schema_3_episodes_read_without_reward_detail_and_a_writer_adds_it(path: Path) -> None:
+    detail = '{"correct": true, "speedup": 1.5}'
+    row = EpisodeRow("r1", 0, "eval", "val", "e", "i", 0.8, "ok", "", 1, 5.0, "code", detail)
+    with DuckDBRecorder(path) as writer:
+        writer.append_episodes([row])
+        assert writer.read_episodes("r1") == [row]
+    con = duckdb.connect(str(path))
+    con.execute("ALTER TABLE episodes DROP COLUMN reward_detail")
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    con.close()
+    with DuckDBRecorder(path, read_only=True) as reader:
+        (old,) = reader.read_episodes("r1")
+    assert old == dataclasses.replace(row, reward_detail=None)
+    with DuckDBRecorder(path) as writer:
+        writer.append_episodes([dataclasses.replace(row, episode_id="f")])
+        details = [r.reward_detail for r in writer.read_episodes("r1")]
+    assert details == [None, detail]
 
 
 def test_second_writer_is_refused_with_the_holders_pid(path: Path) -> None:
@@ -150,6 +170,7 @@ def test_schema_1_ledger_is_read_as_is_and_upgraded_by_a_writer(path: Path) -> N
     con = duckdb.connect(str(path))
     for column in ("completion_text", "temperature", "top_p"):
         con.execute(f"ALTER TABLE calls DROP COLUMN {column}")
+    con.execute("ALTER TABLE episodes DROP COLUMN reward_detail")  # schema 4
     con.execute("ALTER TABLE episodes DROP COLUMN answer")  # schema 3
     con.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     con.close()
@@ -161,7 +182,7 @@ def test_schema_1_ledger_is_read_as_is_and_upgraded_by_a_writer(path: Path) -> N
         texts = [row.completion_text for row in writer.read_calls("r1")]
     assert texts == ["", "85"]
     con = duckdb.connect(str(path), read_only=True)
-    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("4",)
     con.close()
 
 

@@ -227,6 +227,7 @@ def test_a_run_uses_the_reference_agent_as_its_harness_and_the_evaluator_as_rewa
     listed = json.loads(CliRunner().invoke(cli, ["-w", str(ws), "episodes", "d", "--json"]).output)
     assert len(listed) == 12  # val 2 at iteration 0, rollout 2 items x 4, test 2
     task = get_task(f"dir:{FIXTURE}")
+    row_id = listed[0]["episode_id"]
     for episode in listed:
         assert episode["status"] == "ok", episode
         (call,) = episode["calls"]
@@ -234,6 +235,13 @@ def test_a_run_uses_the_reference_agent_as_its_harness_and_the_evaluator_as_rewa
         submitted = json.loads(json.loads(episode["answer"])["files"]["submission.json"])
         assert list(submitted["answers"]) == [episode["item_id"]]
         assert episode["reward"] == task.reward(task.item(episode["item_id"]), episode["answer"])
+        # The evaluator's own verdict on this item is recorded beside the reward.
+        detail = episode["reward_detail"]
+        assert detail["metric"] == episode["reward"]
+        (verdict,) = detail["results"]["details"]
+        assert verdict["id"] == episode["item_id"] and verdict["is_correct"] is False
+    shown = CliRunner().invoke(cli, ["-w", str(ws), "episodes", "d", "--episode", row_id])
+    assert "reward detail:" in shown.output and '"is_correct": false' in shown.output
 
 
 @pytest.mark.slow
