@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from tasks import TaskCheckFailed, check_task
+from tasks import TaskCheckFailed, check_task, get_task, list_tasks
 from tasks.arith import ArithConfig, ArithTask
 from tasks.base import Item
 
@@ -133,3 +133,40 @@ def test_bad_template_reports_the_missing_entry_point():
             return {**super().harness_template(), "agent.py": b"x = 1\n"}
 
     assert "defines no top-level solve" in failures(small(NoSolve))
+
+
+class Measured(ArithTask):
+    """A measured reward: the reference answer scores 0.5, a wrong answer less."""
+
+    answer_is_best = False
+
+    def reward(self, item, answer_text):
+        return 0.5 if answer_text == item.answer else 0.1
+
+
+class MeasuredWrongBeatsReference(Measured):
+    def reward(self, item, answer_text):
+        return 0.5 if answer_text == item.answer else 0.7
+
+
+class MeasuredReferenceScoresNothing(Measured):
+    def reward(self, item, answer_text):
+        return 0.0
+
+
+def test_a_measured_reward_needs_its_reference_above_every_wrong_answer():
+    assert "reward-range" in check_task(small(Measured))
+    assert "answer '' scores 0.7" in failures(small(MeasuredWrongBeatsReference))
+    assert "its own answer scores 0.0" in failures(small(MeasuredReferenceScoresNothing))
+
+
+@pytest.mark.parametrize(
+    "task_id",
+    [
+        pytest.param(task_id, marks=[pytest.mark.slow] if task_id == "trimul-v1" else [])
+        for task_id in list_tasks()
+    ],
+)
+def test_every_bundled_task_passes_the_contract(task_id):
+    """trimul runs and times every sampled answer in a child process: slow, so marked."""
+    assert len(check_task(get_task(task_id), seeds=(0, 3))) == 7
