@@ -75,7 +75,15 @@ LEVER_RULES: tuple[LeverRule, ...] = (
             "that is a format problem the harness can fix"
         ),
         edit=3.0,
-        operators=("answer-format", "switch-extraction", "retry-on-parse-failure"),
+        # A closed move set (chess) is parsed best by showing it and reading a legal move;
+        # those operators apply only to harnesses that read their keys.
+        operators=(
+            "tool-legal-moves",
+            "legal-move-extraction",
+            "answer-format",
+            "switch-extraction",
+            "retry-on-parse-failure",
+        ),
     ),
     LeverRule(
         "rambling-completions",
@@ -98,7 +106,7 @@ LEVER_RULES: tuple[LeverRule, ...] = (
         ),
         edit=2.0,
         train=-2.0,
-        operators=("completion-prompt", "few-shot", "answer-format"),
+        operators=("tool-mate-check", "completion-prompt", "few-shot", "answer-format"),
     ),
     LeverRule(
         "plateau-after-edits",
