@@ -36,11 +36,12 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, ClassVar
 
 from tasks.errors import TaskError
 
-__all__ = ["SPLITS", "Item", "Splits", "Task"]
+__all__ = ["SPLITS", "Item", "Splits", "Task", "check_split_sizes", "template_files"]
 
 #: The split names every task provides, in the order they are used by a run.
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -160,3 +161,25 @@ class Task(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, seed={self.seed})"
+
+
+def template_files(package: str) -> dict[str, bytes]:
+    """The files of ``package``'s ``template`` folder (path → bytes, sorted by path)."""
+    root = resources.files(package).joinpath("template")
+    files = {
+        entry.name: entry.read_bytes()
+        for entry in root.iterdir()
+        if entry.is_file() and not entry.name.endswith((".pyc", ".pyo"))
+    }
+    return dict(sorted(files.items()))
+
+
+def check_split_sizes(task: str, sizes: Mapping[str, Any], available: int | None = None) -> None:
+    """Raise :class:`TaskError` unless every size is a positive integer and, when
+    ``available`` is given, they add up to no more than that many distinct items."""
+    for name, size in sizes.items():
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise TaskError(f"{task}: {name} size must be a positive integer, got {size!r}")
+    total = sum(sizes.values())
+    if available is not None and total > available:
+        raise TaskError(f"{task}: {total} items requested, only {available} distinct exist")

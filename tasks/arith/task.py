@@ -5,10 +5,8 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from importlib import resources
 
-from tasks.base import Item, Splits, Task
-from tasks.errors import TaskError
+from tasks.base import Item, Splits, Task, check_split_sizes, template_files
 
 __all__ = ["ArithConfig", "ArithTask", "parse_integer"]
 
@@ -36,13 +34,8 @@ class ArithConfig:
     test: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("train", "val", "test"):
-            size = getattr(self, name)
-            if not isinstance(size, int) or size < 1:
-                raise TaskError(f"arith: {name} size must be a positive integer, got {size!r}")
-        total = self.train + self.val + self.test
-        if total > len(_PAIRS):
-            raise TaskError(f"arith: {total} items requested, only {len(_PAIRS)} distinct exist")
+        sizes = {"train": self.train, "val": self.val, "test": self.test}
+        check_split_sizes("arith", sizes, len(_PAIRS))
 
 
 class ArithTask(Task):
@@ -71,13 +64,7 @@ class ArithTask(Task):
         return 1.0 if value is not None and value == int(item.answer) else 0.0
 
     def harness_template(self) -> dict[str, bytes]:
-        root = resources.files("tasks.arith").joinpath("template")
-        files = {
-            entry.name: entry.read_bytes()
-            for entry in root.iterdir()
-            if entry.is_file() and not entry.name.endswith((".pyc", ".pyo"))
-        }
-        return dict(sorted(files.items()))
+        return template_files("tasks.arith")
 
 
 def _item(a: int, b: int) -> Item:

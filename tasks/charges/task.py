@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from importlib import resources
 
-from tasks.base import Item, Splits, Task
+from tasks.base import Item, Splits, Task, check_split_sizes, template_files
 from tasks.errors import TaskError
 
 __all__ = ["CHARGES", "ChargesConfig", "ChargesTask", "normalise_charge"]
@@ -205,10 +204,7 @@ class ChargesConfig:
     distractors: int = 2  # unrelated facts mixed into each description
 
     def __post_init__(self) -> None:
-        for name in ("train", "val", "test"):
-            size = getattr(self, name)
-            if not isinstance(size, int) or size < 1:
-                raise TaskError(f"charges: {name} size must be a positive integer, got {size!r}")
+        check_split_sizes("charges", {"train": self.train, "val": self.val, "test": self.test})
         if self.distractors < 0:
             raise TaskError("charges: distractors must be >= 0")
 
@@ -251,13 +247,7 @@ class ChargesTask(Task):
         return normalise_charge(answer) in CHARGES
 
     def harness_template(self) -> dict[str, bytes]:
-        root = resources.files("tasks.charges").joinpath("template")
-        files = {
-            entry.name: entry.read_bytes()
-            for entry in root.iterdir()
-            if entry.is_file() and not entry.name.endswith((".pyc", ".pyo"))
-        }
-        return dict(sorted(files.items()))
+        return template_files("tasks.charges")
 
 
 def _describe(rng: random.Random, charge: str, distractors: int) -> str:

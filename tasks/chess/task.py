@@ -16,12 +16,11 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import chess
 
-from tasks.base import Item, Splits, Task
+from tasks.base import Item, Splits, Task, check_split_sizes, template_files
 from tasks.errors import TaskError
 
 __all__ = ["PATTERNS", "ChessConfig", "ChessTask", "mating_moves", "parse_move"]
@@ -83,10 +82,7 @@ class ChessConfig:
     noise: int = 3  # at most this many extra pieces per position (0 keeps patterns bare)
 
     def __post_init__(self) -> None:
-        for name in ("train", "val", "test"):
-            size = getattr(self, name)
-            if not isinstance(size, int) or size < 1:
-                raise TaskError(f"chess: {name} size must be a positive integer, got {size!r}")
+        check_split_sizes("chess", {"train": self.train, "val": self.val, "test": self.test})
         total = self.train + self.val + self.test
         if total > _MAX_ITEMS:
             raise TaskError(f"chess: {total} items requested, at most {_MAX_ITEMS} allowed")
@@ -143,13 +139,7 @@ class ChessTask(Task):
         return {"legal": True, "check": check, "mate": board.is_checkmate(), "move": move.uci()}
 
     def harness_template(self) -> dict[str, bytes]:
-        root = resources.files("tasks.chess").joinpath("template")
-        files = {
-            entry.name: entry.read_bytes()
-            for entry in root.iterdir()
-            if entry.is_file() and not entry.name.endswith((".pyc", ".pyo"))
-        }
-        return dict(sorted(files.items()))
+        return template_files("tasks.chess")
 
 
 def _item(item_id: str, board: chess.Board, mates: list[chess.Move], pattern: str) -> Item:

@@ -23,12 +23,11 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import numpy as np
 
-from tasks.base import Item, Splits, Task
+from tasks.base import Item, Splits, Task, check_split_sizes, template_files
 from tasks.errors import TaskError
 
 __all__ = [
@@ -66,10 +65,7 @@ class DenoiseConfig:
     cell_types: tuple[int, int] = (2, 4)
 
     def __post_init__(self) -> None:
-        for name in ("train", "val", "test"):
-            size = getattr(self, name)
-            if not _positive_int(size):
-                raise TaskError(f"denoise: {name} size must be a positive integer, got {size!r}")
+        check_split_sizes("denoise", {"train": self.train, "val": self.val, "test": self.test})
         total = self.train + self.val + self.test
         if total > _MAX_ITEMS:
             raise TaskError(f"denoise: {total} datasets requested, at most {_MAX_ITEMS}")
@@ -234,13 +230,7 @@ class DenoiseTask(Task):
         return reward, detail
 
     def harness_template(self) -> dict[str, bytes]:
-        root = resources.files("tasks.denoise").joinpath("template")
-        files = {
-            entry.name: entry.read_bytes()
-            for entry in root.iterdir()
-            if entry.is_file() and not entry.name.endswith((".pyc", ".pyo"))
-        }
-        return dict(sorted(files.items()))
+        return template_files("tasks.denoise")
 
     def _item(self, seed: int, number: int) -> Item:
         """Dataset ``number`` of ``seed``: its own stream, so sizes do not shift other items."""

@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from tasks.base import Item, Splits, Task
-from tasks.errors import TaskError
+from tasks.base import Item, Splits, Task, check_split_sizes, template_files
 from tasks.trimul.sandbox import ENTRY, TOLERANCE, Limits, Outcome, evaluate, extract_code
 
 __all__ = ["SOLUTION", "TrimulConfig", "TrimulTask", "reference_source", "speedup_reward"]
@@ -102,13 +101,8 @@ class TrimulConfig:
     limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
-        for name in ("train", "val", "test"):
-            size = getattr(self, name)
-            if not isinstance(size, int) or size < 1:
-                raise TaskError(f"trimul: {name} size must be a positive integer, got {size!r}")
-        total = self.train + self.val + self.test
-        if total > len(_SHAPES):
-            raise TaskError(f"trimul: {total} items requested, only {len(_SHAPES)} distinct exist")
+        sizes = {"train": self.train, "val": self.val, "test": self.test}
+        check_split_sizes("trimul", sizes, len(_SHAPES))
 
 
 class TrimulTask(Task):
@@ -173,13 +167,7 @@ class TrimulTask(Task):
         )
 
     def harness_template(self) -> dict[str, bytes]:
-        root = resources.files("tasks.trimul").joinpath("template")
-        files = {
-            entry.name: entry.read_bytes()
-            for entry in root.iterdir()
-            if entry.is_file() and not entry.name.endswith((".pyc", ".pyo"))
-        }
-        return dict(sorted(files.items()))
+        return template_files("tasks.trimul")
 
 
 def _macs(batch: int, seq_len: int, dim: int, hidden: int) -> int:
