@@ -286,3 +286,22 @@ def test_the_sia_agent_tasks_import_and_score_with_their_own_evaluators(tmp_path
             assert task.reward(item, submissions[name](item.id, wrong[name](label))) == 0.0
         template = task.harness_template()
         assert template["target_agent.py"] == task.dir.reference.read_bytes()
+
+
+def test_a_target_agent_cannot_read_the_private_labels(tmp_path, tiny_model_dir, task_dir):
+    """The labels sit at a path the agent knows; the sandbox refuses the read, the episode
+    fails with that reason, and nothing the agent wrote is scored."""
+    labels = task_dir / "data" / "private" / "answers.json"
+    _replace(
+        task_dir / "reference" / "reference_target_agent.py",
+        "    client = OpenAI(",
+        f"    print(open({str(labels)!r}).read())\n    client = OpenAI(",
+    )
+    ws = tmp_path / "ws"
+    args = ["-w", str(ws), "run", "--task-dir", str(task_dir), "--mode", "w", "--run-id", "p"]
+    args += ["--iterations", "0", "--policy", str(tiny_model_dir)]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    listed = json.loads(CliRunner().invoke(cli, ["-w", str(ws), "episodes", "p", "--json"]).output)
+    assert listed and all(e["status"] != "ok" and e["reward"] == 0.0 for e in listed)
+    assert all(f"read of {labels} denied" in e["reason"] for e in listed), listed[0]["reason"]
