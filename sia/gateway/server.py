@@ -32,6 +32,7 @@ from sia.gateway.batcher import MicroBatcher
 from sia.gateway.episodes import Budget, EpisodeTicket, Refusal
 from sia.gateway.errors import GatewayError
 from sia.gateway.protocol import ApiError, ParsedCall, completion_response, parse_call
+from sia.models.errors import PromptTooLong
 from sia.models.generation import Generation, GenRequest
 
 __all__ = ["EPISODE_HEADER", "Gateway"]
@@ -265,6 +266,9 @@ class Gateway:
         started = time.perf_counter()
         try:
             generation = await asyncio.wrap_future(self._batcher.submit(gen_request))
+        except PromptTooLong as error:
+            budget.settle(granted, 0)
+            return _error(400, "context_length_exceeded", str(error))
         except Exception as error:
             budget.settle(granted, 0)
             return _error(500, "generation_failed", f"{type(error).__name__}: {error}")

@@ -16,6 +16,7 @@ __all__ = [
     "ModelLoadError",
     "ModelNotCached",
     "ModelNotFound",
+    "PromptTooLong",
     "describe",
 ]
 
@@ -46,6 +47,11 @@ class ModelLoadError(ModelError):
 
 class GenerationError(ModelError):
     """A generation request that cannot be served (bad prompt, too long, no chat template)."""
+
+
+class PromptTooLong(GenerationError):
+    """A prompt that leaves no room for a single token in the model's context: the
+    request's fault, so the gateway answers 400 (which OpenAI clients do not retry)."""
 
 
 class AdapterError(ModelError):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from sia.models.decoding import Row, decode_packed, decode_padded, packable
-from sia.models.errors import AdapterError, GenerationError, describe
+from sia.models.errors import AdapterError, GenerationError, PromptTooLong, describe
 from sia.models.generation import Generation, GenRequest, Usage, encode_prompt
 
 if TYPE_CHECKING:
@@ -303,7 +303,7 @@ class HFPolicy:
         if self._max_positions is not None:
             room = self._max_positions - len(prompt_ids)
             if room < 1:
-                raise GenerationError(
+                raise PromptTooLong(
                     f"prompt of {len(prompt_ids)} tokens leaves no room in the model's "
                     f"{self._max_positions}-token context"
                 )

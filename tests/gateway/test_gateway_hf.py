@@ -2,6 +2,7 @@
 
 import threading
 
+import openai
 import pytest
 
 from sia.gateway import Gateway
@@ -52,3 +53,15 @@ def test_tiny_model_calls_are_batched_and_recorded(policy: HFPolicy) -> None:
             assert response.usage.prompt_tokens == len(row.prompt_ids)
             assert [c.logprob for c in content] == pytest.approx(row.logprobs)
             assert all(lp <= 0 for lp in row.logprobs)
+
+
+def test_a_prompt_longer_than_the_context_is_a_400_that_costs_nothing(policy: HFPolicy) -> None:
+    with Gateway(policy, max_batch=2) as gateway:
+        client = client_for(gateway, gateway.register_episode(ticket("long")))
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.chat.completions.create(
+                model="policy", messages=[{"role": "user", "content": "x" * 4000}], max_tokens=4
+            )
+        assert caught.value.status_code == 400
+        assert "leaves no room in the model's" in str(caught.value)
+        assert gateway.drain_calls() == []
