@@ -99,7 +99,8 @@ LEVER_RULES: tuple[LeverRule, ...] = (
     LeverRule(
         "no-successes",
         "no episode succeeded → edit: completion prompt, few-shot, answer-format",
-        when=lambda e: e.d.episodes > 0 and e.d.successes == 0,
+        # Partial credit (a continuous reward above 0) is signal even without a full success.
+        when=lambda e: e.d.episodes > 0 and e.d.successes == 0 and not (e.d.reward_mean or 0.0),
         why=lambda e: (
             f"none of {e.d.episodes} episodes succeeded, so RL would see no reward "
             "signal; demonstrations can make successes appear"

@@ -84,6 +84,13 @@ def test_timeouts_cut_sampling(feedback, template, make_context, make_rollout):
     assert decision.edit["operator"] == "reduce-sampling"
 
 
+def test_partial_credit_is_not_read_as_no_success(feedback, template, make_context, make_rollout):
+    """A continuous reward (0.4 on average, no episode at 1.0) already carries signal."""
+    partial = make_rollout(0.4, success_rate=0.0, reward_mean=0.4, reward_binary=False)
+    decision = feedback.decide(make_context("w+h", template, partial))
+    assert "no-successes" not in decision.rules
+
+
 def test_no_successes_shows_examples(feedback, template, make_context, make_rollout):
     decision = feedback.decide(make_context("w+h", template, make_rollout(0.0)))
     assert decision.lever == "edit"
