@@ -69,6 +69,9 @@ class Task(abc.ABC):
     public_meta_keys: ClassVar[tuple[str, ...]] = ()
     #: Whether an item's own ``answer`` attains the top reward ``1.0`` (see the contract).
     answer_is_best: ClassVar[bool] = True
+    #: Wall-clock seconds one episode may take; tasks whose answers are long (code) or
+    #: whose harness runs a whole agent raise it.
+    episode_timeout_s: ClassVar[float] = 60.0
 
     def __init__(self, seed: int = 0) -> None:
         self.seed = seed

@@ -116,7 +116,7 @@ class HarnessRunner:
         recorder: CallSink,
         *,
         concurrency: int = 4,
-        episode_timeout: float = 60.0,
+        episode_timeout: float | None = None,
         rollout_timeout: float = 1800.0,
         memory_mb: int = 2048,
         budget: EpisodeBudget | None = None,
@@ -125,6 +125,9 @@ class HarnessRunner:
     ) -> None:
         if concurrency < 1:
             raise RunnerError(f"concurrency must be >= 1, got {concurrency}")
+        if episode_timeout is None:
+            # Tasks whose episodes write long answers (code) or run a whole agent say so.
+            episode_timeout = float(getattr(task, "episode_timeout_s", 60.0))
         if episode_timeout <= 0 or rollout_timeout <= 0:
             raise RunnerError("episode and rollout timeouts must be positive")
         if memory_mb < 64:

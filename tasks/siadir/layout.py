@@ -8,9 +8,12 @@ The layout (that of the reference implementation's tasks)::
     <task>/data/private/                  labels, never shown to an agent
     <task>/reference/reference_target_agent.py   --dataset_dir D --working_dir W
     <task>/sia-task.json                  optional: {"records", "id_key", "metric",
-                                          "metric_scale", "timeout_s", "name"}
+                                          "metric_scale", "timeout_s", "episode_timeout_s",
+                                          "name"}
 
-``metric_scale`` maps the evaluator's metric into [0, 1] (0.01 for a percentage).
+``metric_scale`` maps the evaluator's metric into [0, 1] (0.01 for a percentage);
+``timeout_s`` bounds one evaluator run (default 120), ``episode_timeout_s`` one run of the
+target agent on one item (default 600).
 
 Every problem found is a :class:`TaskDirError` with one line naming the directory and the
 fix, raised before anything runs.
@@ -31,7 +34,9 @@ from tasks.siadir.records import RecordFile, read_records
 __all__ = ["OVERRIDES_FILE", "TaskDir", "TaskDirError", "read_task_dir"]
 
 OVERRIDES_FILE = "sia-task.json"
-_OVERRIDE_KEYS = frozenset({"records", "id_key", "metric", "metric_scale", "timeout_s", "name"})
+_OVERRIDE_KEYS = frozenset(
+    {"records", "id_key", "metric", "metric_scale", "timeout_s", "episode_timeout_s", "name"}
+)
 #: Public files other than the items travel with every episode; past this they are a mistake.
 MAX_SHARED_BYTES = 4 << 20
 
@@ -51,6 +56,7 @@ class TaskDir:
     metric: str | None
     metric_scale: float
     timeout_s: float
+    episode_timeout_s: float
     fingerprint: str
 
     @property
@@ -96,6 +102,7 @@ def read_task_dir(path: str | Path) -> TaskDir:
         metric=overrides.get("metric"),
         metric_scale=float(overrides.get("metric_scale", 1.0)),
         timeout_s=float(overrides.get("timeout_s", 120)),
+        episode_timeout_s=float(overrides.get("episode_timeout_s", 600)),
         fingerprint=_fingerprint(root),
     )
 

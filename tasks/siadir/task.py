@@ -54,6 +54,7 @@ class DirTask(Task):
             "scores.\n\n" + self.dir.description
         )
         self.metric = self.dir.metric or "evaluate.py's metric"
+        self.episode_timeout_s = self.dir.episode_timeout_s
         self._scored: dict[tuple[str, str], Evaluation] = {}
         self._rejected_in_a_row = 0
         self._accepted = 0

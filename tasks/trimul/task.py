@@ -107,6 +107,7 @@ class TrimulConfig:
 
 class TrimulTask(Task):
     id = "trimul-v1"
+    episode_timeout_s = 300.0  # hundreds of code tokens per attempt, retries on top
     description = (
         "Kernel optimisation: write `custom_kernel(data)`, a fast PyTorch implementation of "
         "the AlphaFold 3 triangle multiplicative update (outgoing), for one problem shape. "

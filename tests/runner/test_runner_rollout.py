@@ -252,3 +252,18 @@ def test_a_rollout_cut_short_is_completed_with_the_recorded_episodes_reused(
     assert sorted(map(outcome, rows)) == sorted(map(outcome, recorded))
     assert all(row in rows for row in kept)  # the rows on record stay as they were
     assert all(row.answer is not None for row in rows)
+
+
+def test_an_episode_gets_the_time_its_task_declares(
+    task: tasks.Task, recorder: InMemoryRecorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(type(task), "episode_timeout_s", 3.0)
+    ids = tuple(task.item_ids("train")[:1])
+    harness = {
+        "agent.py": MIXED_AGENT,
+        "harness.json": json.dumps({"modes": {ids[0]: "hang"}}).encode(),
+    }
+    with Gateway(ScriptedBackend(reply="7", delay_s=0.0)) as gateway:
+        HarnessRunner(task, gateway, recorder, concurrency=1).rollout(_rollout(task, harness, ids))
+    (row,) = recorder.read_episodes("run-r")
+    assert (row.status, row.reason) == ("timeout", "episode exceeded 3s wall clock")
