@@ -8,10 +8,10 @@ the labels of that item alone, and the metric it writes is the episode's reward.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
+import threading
 from importlib import resources
 from typing import Any
 
@@ -55,9 +55,9 @@ class DirTask(Task):
         )
         self.metric = self.dir.metric or "evaluate.py's metric"
         self.episode_timeout_s = self.dir.episode_timeout_s
-        self._scored: dict[tuple[str, str], Evaluation] = {}
         self._rejected_in_a_row = 0
         self._accepted = 0
+        self._counting = threading.Lock()  # episodes are scored on several threads
 
     def splits(self, seed: int) -> Splits:
         ids = list(self.dir.items.records)
@@ -92,12 +92,16 @@ class DirTask(Task):
         return {"id": item.id, "question": item.prompt, "files": files}
 
     def reward(self, item: Item, answer_text: str) -> float:
-        metric = self._evaluate(item, answer_text).metric
-        return 0.0 if metric is None else metric
+        return self.score(item, answer_text)[0]
 
     def reward_detail(self, item: Item, answer_text: str) -> dict[str, Any]:
-        found = self._evaluate(item, answer_text)
-        return {"metric": found.metric, "reason": found.reason, "results": found.results}
+        return self.score(item, answer_text)[1]
+
+    def score(self, item: Item, answer_text: str) -> tuple[float, dict[str, Any]]:
+        """One evaluator run: its metric (0 when it rejected the submission) and results."""
+        found = self._run_evaluator(item, answer_text)
+        detail = {"metric": found.metric, "reason": found.reason, "results": found.results}
+        return (0.0 if found.metric is None else found.metric), detail
 
     def harness_template(self) -> dict[str, bytes]:
         root = resources.files("tasks.siadir").joinpath("template")
@@ -113,28 +117,25 @@ class DirTask(Task):
             "target_agent.py": reference,
         }
 
-    def _evaluate(self, item: Item, answer_text: str) -> Evaluation:
-        digest = hashlib.sha256((answer_text or "").encode("utf-8", "replace")).hexdigest()
-        key = (item.id, digest)
-        if key not in self._scored:
-            self._scored[key] = self._run_evaluator(item, answer_text)
-        return self._scored[key]
-
     def _run_evaluator(self, item: Item, answer_text: str) -> Evaluation:
         files = _submitted_files(answer_text)
         if files is None:
             return Evaluation(None, 'answer is not JSON {"files": {path: text}}')
         found = evaluate_submission(self.dir, {item.id}, files)
-        if found.metric is not None or not files:
-            # An empty submission is the harness's failure, whatever the evaluator says.
-            self._accepted += found.metric is not None
-            self._rejected_in_a_row = 0
-            return found
-        self._rejected_in_a_row += 1
-        if not self._accepted and self._rejected_in_a_row >= _CRASHES_BEFORE_GIVING_UP:
+        if not files and found.metric is None:
+            return found  # nothing submitted: the harness failed, whatever the evaluator says
+        with self._counting:
+            if found.metric is not None:
+                self._accepted += 1
+                self._rejected_in_a_row = 0
+                return found
+            self._rejected_in_a_row += 1
+            rejected = self._rejected_in_a_row
+            broken = not self._accepted and rejected >= _CRASHES_BEFORE_GIVING_UP
+        if broken:
             raise TaskDirError(
-                f"SIA task dir {self.dir.root}: evaluate.py rejected the first "
-                f"{self._rejected_in_a_row} submissions and accepted none; last: {found.reason}"
+                f"SIA task dir {self.dir.root}: evaluate.py rejected the first {rejected} "
+                f"submissions and accepted none; last: {found.reason}"
             )
         return found
 

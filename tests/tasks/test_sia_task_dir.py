@@ -4,6 +4,7 @@ what a harness may see, and a whole run whose harness is the task's reference ag
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -305,3 +306,23 @@ def test_a_target_agent_cannot_read_the_private_labels(tmp_path, tiny_model_dir,
     listed = json.loads(CliRunner().invoke(cli, ["-w", str(ws), "episodes", "p", "--json"]).output)
     assert listed and all(e["status"] != "ok" and e["reward"] == 0.0 for e in listed)
     assert all(f"read of {labels} denied" in e["reason"] for e in listed), listed[0]["reason"]
+
+
+def test_a_crashing_evaluator_stops_a_run_with_one_line_and_the_run_resumes_once_fixed(
+    tmp_path, tiny_model_dir, task_dir
+):
+    evaluator = task_dir / "data" / "public" / "evaluate.py"
+    _replace(evaluator, "correct = sum", "correct = 1 / 0 + sum")
+    ws = tmp_path / "ws"
+    args = ["-w", str(ws), "run", "--task-dir", str(task_dir), "--mode", "w", "--run-id", "c"]
+    args += ["--iterations", "1", "--batch-size", "2", "--policy", str(tiny_model_dir)]
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 1
+    (line,) = out.output.strip().splitlines()[-1:]
+    # Episodes are scored concurrently, so a few more than 8 may have been rejected.
+    assert re.search(r"evaluate.py rejected the first \d+ submissions .*ZeroDivisionError", line)
+    _replace(evaluator, "correct = 1 / 0 + sum", "correct = sum")
+    resumed = CliRunner().invoke(cli, ["-w", str(ws), "resume", "c"])
+    assert resumed.exit_code == 0, resumed.output
+    status = json.loads(CliRunner().invoke(cli, ["-w", str(ws), "status", "--json"]).output)
+    assert [run["status"] for run in status] == ["done"]
