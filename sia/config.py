@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from statemachine.errors import ConfigError
 from statemachine.planner import Budget
 from statemachine.state import LEVERS_BY_MODE
 
+if TYPE_CHECKING:
+    from sia.models.vllm_config import VLLMConfig
+
 __all__ = ["AGENTS", "BACKENDS", "RunConfig"]
 
-#: Policy backends a run can name; ``vllm`` arrives with GPU support.
-BACKENDS: tuple[str, ...] = ("hf", "openai")
+#: Policy backends a run can name.
+BACKENDS: tuple[str, ...] = ("hf", "openai", "vllm")
 #: Meta and Feedback agent implementations a run can name.
 AGENTS: tuple[str, ...] = ("offline", "claude")
 
@@ -54,15 +57,37 @@ class RunConfig:
         default="hf",
         metadata={
             "help": "hf: transformers in process; openai: an OpenAI-compatible endpoint "
-            "(harness only, mode h)"
+            "(harness only, mode h); vllm: vLLM rollouts with live LoRA, training with hf"
         },
     )
     endpoint: str | None = field(
-        default=None, metadata={"help": "API root with its /v1, for the openai backend"}
+        default=None,
+        metadata={
+            "help": "API root with its /v1 (openai); for vllm, running servers' roots, "
+            "comma-separated (replicas); vllm without it or vllm_serve runs in process"
+        },
     )
-    api_key_env: str = field(
-        default="OPENAI_API_KEY",
-        metadata={"help": "environment variable holding the endpoint's API key (never stored)"},
+    api_key_env: str | None = field(
+        default=None,
+        metadata={
+            "help": "environment variable holding the endpoint's API key (never stored); "
+            "default OPENAI_API_KEY, VLLM_API_KEY for vllm"
+        },
+    )
+    vllm_serve: bool = field(
+        default=False, metadata={"help": "vllm: start `vllm serve` for the run, stop it after"}
+    )
+    tensor_parallel_size: int = field(default=1, metadata={"help": "vllm: GPUs per replica"})
+    data_parallel_size: int = field(
+        default=1, metadata={"help": "vllm: replicas inside the served vLLM (vllm_serve)"}
+    )
+    max_loras: int = field(default=4, metadata={"help": "vllm: adapters one batch may mix"})
+    max_lora_rank: int | None = field(
+        default=None,
+        metadata={"help": "vllm: largest adapter rank; default the smallest slot >= lora_rank"},
+    )
+    gpu_memory_utilization: float = field(
+        default=0.9, metadata={"help": "vllm: fraction of each GPU's memory vLLM takes"}
     )
     meta_agent: str = field(
         default="offline",
@@ -115,13 +140,46 @@ class RunConfig:
                     f"mode {self.mode} trains adapters; the openai backend serves a fixed "
                     "remote model, so it runs mode h only"
                 )
+        elif self.backend == "vllm":
+            from sia.models.vllm_config import lora_rank_slot
+
+            if self.max_lora_rank is None:
+                object.__setattr__(self, "max_lora_rank", lora_rank_slot(self.lora_rank))
+            if self.max_lora_rank < self.lora_rank:
+                raise ConfigError(
+                    f"max_lora_rank {self.max_lora_rank} < lora_rank {self.lora_rank}"
+                )
+            self.vllm_config("policy")  # checks the vllm settings now, before anything runs
         elif self.endpoint is not None:
-            raise ConfigError(f"--endpoint is for the openai backend, not {self.backend}")
+            raise ConfigError(f"--endpoint is for the openai or vllm backend, not {self.backend}")
+        if self.vllm_serve and self.backend != "vllm":
+            raise ConfigError(f"--vllm-serve is for the vllm backend, not {self.backend}")
+        if self.api_key_env is None:
+            key = "VLLM_API_KEY" if self.backend == "vllm" else "OPENAI_API_KEY"
+            object.__setattr__(self, "api_key_env", key)
         for role in ("meta_agent", "feedback_agent"):
             if getattr(self, role) not in AGENTS:
                 raise ConfigError(
                     f"{role} must be one of {', '.join(AGENTS)}, got {getattr(self, role)!r}"
                 )
+
+    def vllm_config(self, model: str) -> VLLMConfig:
+        """The vllm backend's settings for this run, serving ``model`` (a directory)."""
+        from sia.models.vllm_config import VLLMConfig
+
+        endpoints = tuple(e.strip() for e in (self.endpoint or "").split(",") if e.strip())
+        return VLLMConfig(
+            model=model,
+            endpoints=endpoints,
+            serve=self.vllm_serve,
+            in_process=not endpoints and not self.vllm_serve,
+            tensor_parallel_size=self.tensor_parallel_size,
+            data_parallel_size=self.data_parallel_size,
+            max_loras=self.max_loras,
+            max_lora_rank=self.max_lora_rank or 16,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            api_key_env=self.api_key_env or "VLLM_API_KEY",
+        )
 
     @property
     def uses_claude(self) -> bool:

@@ -79,6 +79,10 @@ def check_supported(config: RunConfig) -> None:
             raise ConfigError(
                 f"unknown algorithm {config.algorithm!r}; known: {', '.join(sorted(ALGORITHMS))}"
             )
+    if config.backend == "vllm":
+        from sia.models.vllm_serve import check_installed
+
+        check_installed(config.vllm_config(config.policy))
 
 
 def _backend(config: RunConfig):
@@ -91,6 +95,14 @@ def _backend(config: RunConfig):
                 base_url=config.endpoint, model=config.policy, api_key_env=config.api_key_env
             )
         )
+    if config.backend == "vllm":
+        from sia.models import model_path
+        from sia.models.vllm_backend import load_tokenizer, open_vllm
+
+        # vLLM serves the directory the trainer loads, so adapters fit the served base.
+        directory = model_path(config.policy)
+        vllm = config.vllm_config(str(directory))
+        return open_vllm(vllm, tokenizer=load_tokenizer(directory))
     from sia.models import load_model
     from sia.models.hf_backend import HFPolicy
 
@@ -99,8 +111,8 @@ def _backend(config: RunConfig):
 
 
 def _trainer(config: RunConfig, recorder: Recorder, gateway: Any):
-    """A LoRA trainer on a fresh copy of the policy's base weights (``hf`` only)."""
-    if config.backend != "hf" or "train" not in LEVERS_BY_MODE[config.mode]:
+    """A LoRA trainer on a fresh copy of the policy's base weights (``hf``, ``vllm``)."""
+    if config.backend not in ("hf", "vllm") or "train" not in LEVERS_BY_MODE[config.mode]:
         return None
     from sia.models import load_model, model_path
     from sia.training import LoRATrainer, base_model_digest
@@ -174,8 +186,11 @@ def open_serving(
 
     if task is None:
         task = get_task(config.task, seed=config.seed)
+    backend = _backend(config)
     with (
-        Gateway(_backend(config), max_batch=GATEWAY_MAX_BATCH) as gateway,
+        # A backend with a close (vllm serve's subprocess, HTTP pools) is closed after the run.
+        contextlib.closing(backend) if hasattr(backend, "close") else contextlib.nullcontext(),
+        Gateway(backend, max_batch=GATEWAY_MAX_BATCH) as gateway,
         HarnessRunner(
             task, gateway, recorder, concurrency=2 * GATEWAY_MAX_BATCH, progress=progress
         ) as runner,

@@ -113,15 +113,29 @@ _as_json = click.option(
     type=click.Choice(BACKENDS),
     default="hf",
     show_default=True,
-    help="hf: the model in process; openai: an OpenAI-compatible endpoint (mode h only).",
+    help="hf: the model in process; openai: an OpenAI-compatible endpoint (mode h only); "
+    "vllm: vLLM rollouts with live LoRA adapters (GPU).",
 )
-@click.option("--endpoint", default=None, help="API root with /v1, for --backend openai.")
+@click.option(
+    "--endpoint",
+    default=None,
+    help="API root with /v1 (openai); for vllm, running servers' roots, comma-separated "
+    "(without it or --vllm-serve, vllm runs in process).",
+)
 @click.option(
     "--api-key-env",
-    default="OPENAI_API_KEY",
-    show_default=True,
-    help="Environment variable holding the endpoint's key (read, never stored).",
+    default=None,
+    help="Environment variable holding the endpoint's key (read, never stored) "
+    "[default: OPENAI_API_KEY; VLLM_API_KEY for vllm].",
 )
+@click.option("--vllm-serve", is_flag=True, help="vllm: start `vllm serve` for the run.")
+@click.option("--tensor-parallel-size", type=int, default=1, show_default=True, help="vllm.")
+@click.option(
+    "--data-parallel-size", type=int, default=1, show_default=True, help="vllm (--vllm-serve)."
+)
+@click.option("--max-loras", type=int, default=4, show_default=True, help="vllm: per batch.")
+@click.option("--max-lora-rank", type=int, default=None, help="vllm [default: fits --lora-rank].")
+@click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True, help="vllm.")
 @click.option("--algorithm", default=None, help="Force one RL algorithm for every TRAIN.")
 @click.option(
     "--meta-agent",
@@ -167,7 +181,13 @@ def run(
     policy: str,
     backend: str,
     endpoint: str | None,
-    api_key_env: str,
+    api_key_env: str | None,
+    vllm_serve: bool,
+    tensor_parallel_size: int,
+    data_parallel_size: int,
+    max_loras: int,
+    max_lora_rank: int | None,
+    gpu_memory_utilization: float,
     algorithm: str | None,
     meta_agent: str,
     feedback_agent: str,
@@ -184,6 +204,7 @@ def run(
     Examples:
         sia run --task arith --mode h --iterations 3 --batch-size 8
         sia run --backend openai --endpoint http://127.0.0.1:8000/v1 --policy my-model
+        sia run --backend vllm --vllm-serve --policy ./model-dir --mode w+h
         ANTHROPIC_API_KEY=... sia run --meta-agent claude --feedback-agent claude
         sia run --task-dir ./my-task --mode w --iterations 2
     """
@@ -203,6 +224,12 @@ def run(
         backend=backend,
         endpoint=endpoint,
         api_key_env=api_key_env,
+        vllm_serve=vllm_serve,
+        tensor_parallel_size=tensor_parallel_size,
+        data_parallel_size=data_parallel_size,
+        max_loras=max_loras,
+        max_lora_rank=max_lora_rank,
+        gpu_memory_utilization=gpu_memory_utilization,
         algorithm=algorithm,
         meta_agent=meta_agent,
         feedback_agent=feedback_agent,

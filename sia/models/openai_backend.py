@@ -172,11 +172,25 @@ class OpenAIPolicy:
 
     # ---- one request --------------------------------------------------------------------
 
-    def _complete(self, request: GenRequest) -> Generation:
+    def complete(
+        self, request: GenRequest, *, model: str | None = None, base_url: str | None = None
+    ) -> Generation:
+        """Complete one request, blocking; ``model`` and ``base_url`` override the config's.
+
+        The ``vllm`` backend sends each request here with the adapter it names as ``model``
+        and one of its replicas as ``base_url``.
+        """
+        if not isinstance(request, GenRequest):
+            raise GenerationError(f"expected GenRequest, got {type(request).__name__}")
+        return self._complete(request, model=model, base_url=base_url)
+
+    def _complete(
+        self, request: GenRequest, *, model: str | None = None, base_url: str | None = None
+    ) -> Generation:
         chat = request.messages is not None
         mode = self._config.token_ids
         body: dict[str, Any] = {
-            "model": self._config.model,
+            "model": model or self._config.model,
             "max_tokens": request.max_tokens,
             "temperature": request.temperature,
             "top_p": request.top_p,
@@ -192,13 +206,12 @@ class OpenAIPolicy:
             body["logprobs"] = True if chat else 1
         if mode == "vllm":
             body.update(return_token_ids=True, return_tokens_as_token_ids=True)
-        payload = self._post("/chat/completions" if chat else "/completions", body)
+        root = base_url or self._config.base_url
+        payload = self._post("/chat/completions" if chat else "/completions", body, root)
         try:
             return self._generation(request, payload, chat)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
-            raise GenerationError(
-                f"malformed response from {self._config.base_url}: {describe(error)}"
-            ) from None
+            raise GenerationError(f"malformed response from {root}: {describe(error)}") from None
 
     def _generation(self, request: GenRequest, payload: Any, chat: bool) -> Generation:
         choice = payload["choices"][0]
@@ -261,9 +274,9 @@ class OpenAIPolicy:
 
     # ---- HTTP ---------------------------------------------------------------------------
 
-    def _post(self, path: str, body: dict[str, Any]) -> Any:
+    def _post(self, path: str, body: dict[str, Any], base_url: str | None = None) -> Any:
         config = self._config
-        url = config.base_url.rstrip("/") + path
+        url = (base_url or config.base_url).rstrip("/") + path
         headers = dict(config.headers)
         key = os.environ.get(config.api_key_env) or None
         if key:

@@ -22,10 +22,10 @@ KEY_ENV = "SIA_TEST_UPSTREAM_KEY"
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"backend": "vllm"}, "backend must be one of"),
+        ({"backend": "tgi"}, "backend must be one of"),
         ({"backend": "openai"}, "needs --endpoint"),
         ({"backend": "openai", "endpoint": "http://x/v1", "mode": "w+h"}, "mode h only"),
-        ({"endpoint": "http://x/v1"}, "for the openai backend"),
+        ({"endpoint": "http://x/v1"}, "for the openai or vllm backend"),
     ],
 )
 def test_backend_fields_are_validated(fields, message):
