@@ -10,6 +10,10 @@ Modules, each named for what it holds:
 - ``rl.batch``, ``rl.logprobs``, ``rl.advantages``, ``rl.losses`` — tensor numerics.
 - ``rl.policy`` — the model as algorithms see it (reference = adapter disabled).
 - ``rl.train`` — :func:`train_lora`, :class:`TrainResult`.
+- ``rl.distributed`` — data parallel: how ranks share a step (exactly the one-process step).
+- ``rl.job``, ``rl.worker``, ``rl.launch`` — :func:`train_distributed`: a job directory,
+  ``python -m rl.worker`` per rank under torchrun, the result read back; no torch in
+  ``rl.job``.
 
 This package imports nothing heavy itself; import the module you need.
 """

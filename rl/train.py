@@ -7,6 +7,10 @@ init, shuffling, dropout — draws from torch's RNG seeded with ``seed`` inside 
 state, so the same call on CPU gives the same adapter bit for bit and the caller's global
 RNG is left as it was.
 
+Launched on several processes (``torch.distributed`` initialised, e.g. by
+``rl.launch.train_distributed``), the same call trains data-parallel: ranks share each
+step's micro-batches and take exactly the single-process step (see ``rl.distributed``).
+
 ``train_lora`` is the whole job; its pieces (``minibatches``, ``train_step``...) are public
 for benchmarks and custom loops.
 """
@@ -18,6 +22,7 @@ import math
 import resource
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +32,7 @@ import torch
 
 from rl.algorithms.base import Algorithm, AlgorithmConfig
 from rl.data import Sample, mean_reward
+from rl.distributed import World, current_world, take_gradients
 from rl.errors import RLConfigError, RLError
 from rl.lora import TRAINING_RECORD, LoraSettings, attach_lora, lora_settings_of, save_adapter
 from rl.policy import Policy
@@ -44,6 +50,8 @@ __all__ = [
 ]
 
 RECORD_FORMAT = "sia-training/1"
+# Rank r of a data-parallel run draws LoRA dropout from seed + stride * r.
+_RANK_SEED_STRIDE = 1_000_003
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,7 @@ def train_lora(
     out_dir: Path,
     device: str = "cpu",
     on_step: Callable[[int], None] | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train a LoRA on ``samples`` with ``algorithm`` and save it to ``out_dir``.
 
@@ -91,6 +100,12 @@ def train_lora(
 
     ``on_step(n)`` is called after optimiser step ``n``; an exception it raises stops
     training there (a caller's cancellation) and propagates.
+
+    Data parallel: when ``torch.distributed`` is initialised with several processes (or a
+    ``world`` is given), every rank must make this same call; each step's micro-batches are
+    shared among the ranks and gradients summed so the update is the single-process one
+    (see :mod:`rl.distributed`). Only rank 0 writes ``out_dir``; the other ranks return
+    the same result (metrics are summed over ranks) with nothing written at its ``path``.
 
     Raises RLConfigError for a bad algorithm/config, RLError when the samples hold no
     learning signal for the algorithm or training diverges.
@@ -106,6 +121,7 @@ def train_lora(
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise RLConfigError(f"seed must be a non-negative int, got {seed!r}")
     out_dir = Path(out_dir)
+    world = world if world is not None else current_world()
     target = torch.device(device)
     rng_devices = [target.index or 0] if target.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
@@ -118,12 +134,17 @@ def train_lora(
         peft_model.eval()  # fixed quantities are computed without dropout
         items = algo.prepare(policy, samples)
         prepared = time.perf_counter()
-        metrics = _fit(algo, policy, items, resolved, seed, on_step)
+        if world is not None:
+            # Independent LoRA-dropout masks per rank; init and prepare above drew the same.
+            torch.manual_seed(seed + _RANK_SEED_STRIDE * world.rank)
+        metrics = _fit(algo, policy, items, resolved, seed, on_step, world)
         train_seconds = time.perf_counter() - prepared
     peft_model.eval()
     # peft keeps target modules as a set: report the caller's order when they were given.
     settings = lora_settings_of(peft_model) if init_adapter else lora
-    save_adapter(peft_model, out_dir, algo.heads)
+    writes = world is None or world.is_main
+    if writes:
+        save_adapter(peft_model, out_dir, algo.heads)
     rewards = torch.tensor([s.reward for s in samples], dtype=torch.float64)
     metrics |= {
         "samples": len(samples),
@@ -137,6 +158,10 @@ def train_lora(
         "seconds": time.perf_counter() - started,
         "peak_rss_mb": _peak_rss_mb(),
     }
+    metrics["world_size"] = 1 if world is None else world.size
+    if world is not None:
+        # Every rank prepares all items and takes every step: the slowest and largest count.
+        metrics["peak_rss_mb"] = max(world.gather(metrics["peak_rss_mb"]))
     result = TrainResult(
         path=out_dir,
         algorithm=algorithm,
@@ -144,7 +169,10 @@ def train_lora(
         lora=settings.to_dict(),
         metrics=metrics,
     )
-    _write_record(result, model=peft_model, seed=seed, init_adapter=init_adapter, heads=algo.heads)
+    if writes:
+        _write_record(
+            result, model=peft_model, seed=seed, init_adapter=init_adapter, heads=algo.heads
+        )
     return result
 
 
@@ -155,6 +183,7 @@ def _fit(
     config: AlgorithmConfig,
     seed: int,
     on_step: Callable[[int], None] | None = None,
+    world: World | None = None,
 ) -> dict[str, Any]:
     """The step loop; returns per-step metrics."""
     params = trainable_parameters(algo, policy)
@@ -163,10 +192,13 @@ def _fit(
     grad_norms: list[float] = []
     stats: dict[str, list[float]] = {}
     tokens = 0
+    if world is not None and world.is_main:
+        _warn_if_ranks_idle(world, min(config.minibatch_size, len(items)), config)
     train_mode(policy)
     for indices in minibatches(len(items), config, seed):
+        minibatch = [items[i] for i in indices]
         step = train_step(
-            algo, policy, optimizer, params, [items[i] for i in indices], config, len(losses) + 1
+            algo, policy, optimizer, params, minibatch, config, len(losses) + 1, world
         )
         losses.append(step.loss)
         grad_norms.append(step.grad_norm)
@@ -183,6 +215,18 @@ def _fit(
         "epochs": config.epochs,
         "tokens_trained": tokens,
     }
+
+
+def _warn_if_ranks_idle(world: World, minibatch: int, config: AlgorithmConfig) -> None:
+    """Ranks share a step by micro-batches; fewer micro-batches than ranks leaves some idle."""
+    chunks = math.ceil(minibatch / config.micro_batch_size)
+    if chunks < world.size:
+        warnings.warn(
+            f"{world.size} ranks share {chunks} micro-batch(es) per step, so "
+            f"{world.size - chunks} idle: set micro_batch_size <= "
+            f"{max(1, minibatch // world.size)} to use them all",
+            stacklevel=3,
+        )
 
 
 @dataclass(frozen=True)
@@ -225,37 +269,81 @@ def train_step(
     minibatch: Sequence[Any],
     config: AlgorithmConfig,
     step: int = 1,
+    world: World | None = None,
 ) -> StepResult:
     """One optimiser step over ``minibatch``, accumulated over micro-batches.
 
     Each micro-batch's loss is weighted by its share of the minibatch's items, so the
     gradient is the minibatch mean whatever ``micro_batch_size`` is (exactly so for
     per-item means; token means are averaged per micro-batch first).
+
+    With a ``world`` (data parallel, see :mod:`rl.distributed`) this rank runs only its
+    block of the same micro-batches, with the same shares; the gradients and statistics of
+    all micro-batches are then summed in micro-batch order on every rank, so every rank
+    takes exactly the single-process step.
     """
     optimizer.zero_grad(set_to_none=True)
-    total = 0.0
-    stats: dict[str, float] = {}
-    tokens = 0
-    for offset in range(0, len(minibatch), config.micro_batch_size):
+    parts: list[_Part] = []
+    local_grads: list[list[torch.Tensor | None]] = []
+    failure: str | None = None
+    offsets = range(0, len(minibatch), config.micro_batch_size)
+    n_chunks = len(offsets)
+    if world is not None:
+        mine = world.chunks(n_chunks)
+        offsets = offsets[mine.start : mine.stop]
+    for offset in offsets:
         chunk = minibatch[offset : offset + config.micro_batch_size]
         share = len(chunk) / len(minibatch)
         loss, chunk_stats = algo.loss(policy, chunk)
         value = loss.item()
         if not math.isfinite(value):
-            raise RLError(
+            failure = (
                 f"{algo.name}: loss became {value} at step {step} "
                 f"(learning rate {config.learning_rate} too high?)"
             )
+            if world is None:
+                raise RLError(failure)
+            break  # the other ranks must hear of it before anyone raises
         (loss * share).backward()
-        total += value * share
-        for key, stat in chunk_stats.items():
-            stats[key] = stats.get(key, 0.0) + stat * share
-        tokens += sum(algo.trained_tokens(item) for item in chunk)
+        if world is not None:
+            local_grads.append(take_gradients(params))
+        parts.append(
+            (
+                value * share,
+                {key: stat * share for key, stat in chunk_stats.items()},
+                sum(algo.trained_tokens(item) for item in chunk),
+            )
+        )
+    if world is not None:
+        reports = world.gather((parts, failure))
+        failures = [failed for _, failed in reports if failed is not None]
+        if failures:  # every rank raises the same error, none waits for the others
+            raise RLError(failures[0])
+        parts = [part for rank_parts, _ in reports for part in rank_parts]
+        world.accumulate_gradients(params, local_grads, n_chunks)
+    total, stats, tokens = _sum_parts(parts)
     norm = torch.nn.utils.clip_grad_norm_(
         params, config.max_grad_norm if config.max_grad_norm > 0 else math.inf
     )
     optimizer.step()
     return StepResult(loss=total, stats=stats, grad_norm=float(norm), tokens=tokens)
+
+
+# One micro-batch's contribution to a step: loss * share, stats * share, trained tokens.
+_Part = tuple[float, dict[str, float], int]
+
+
+def _sum_parts(parts: Sequence[_Part]) -> tuple[float, dict[str, float], int]:
+    """A step's loss, statistics and tokens: the micro-batches' parts summed in order."""
+    total = 0.0
+    stats: dict[str, float] = {}
+    tokens = 0
+    for value, chunk_stats, chunk_tokens in parts:
+        total += value
+        for key, stat in chunk_stats.items():
+            stats[key] = stats.get(key, 0.0) + stat
+        tokens += chunk_tokens
+    return total, stats, tokens
 
 
 def train_mode(policy: Policy) -> None:

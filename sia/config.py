@@ -46,6 +46,17 @@ class RunConfig:
     )
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank of trained adapters"})
     lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha (scale = alpha / rank)"})
+    train_processes: int = field(
+        default=1,
+        metadata={
+            "help": "data-parallel training processes (torchrun workers loading the base from "
+            "its directory; only rank 0 writes the adapter); 1 trains in the run's process"
+        },
+    )
+    train_device: str = field(
+        default="auto",
+        metadata={"help": "where adapters train: cpu, cuda, or auto (cuda when present)"},
+    )
     policy: str = field(
         default="smollm2-135m-instruct",
         metadata={
@@ -114,6 +125,10 @@ class RunConfig:
             raise ConfigError(f"mode must be one of {sorted(LEVERS_BY_MODE)}, got {self.mode!r}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
+        if isinstance(self.train_processes, bool) or self.train_processes < 1:
+            raise ConfigError(f"train_processes must be ≥ 1, got {self.train_processes}")
+        if self.train_device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"train_device must be auto, cpu or cuda, got {self.train_device!r}")
         trains = "train" in LEVERS_BY_MODE[self.mode]
         # Resolved here, so the stored config says what the run actually did.
         if self.group_size is None:

@@ -23,6 +23,7 @@ from sia.errors import EffectFailed, NoCandidate, TrainingCancelled
 from sia.faults import crash_point
 from sia.ports import TrainedAdapter, TrainRequest
 from sia.trajectories import Trajectory, read_trajectories
+from statemachine.errors import ConfigError
 
 __all__ = ["LoRATrainer", "base_model_digest", "samples_from"]
 
@@ -93,6 +94,9 @@ class LoRATrainer:
         lora_alpha: int = 16,
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
         run_on_model_thread: Callable[[Callable[[], Any]], Any] | None = None,
+        train_processes: int = 1,
+        base_dir: Path | None = None,
+        device: str = "cpu",
     ) -> None:
         from rl.lora import LoraSettings
 
@@ -102,6 +106,11 @@ class LoRATrainer:
         self._base_digest = base_digest
         self._lora = LoraSettings(rank=lora_rank, alpha=lora_alpha)
         self._overrides = {name: dict(values) for name, values in (overrides or {}).items()}
+        if train_processes > 1 and base_dir is None:
+            raise ConfigError("training on several processes needs the base model's directory")
+        self._processes = train_processes
+        self._base_dir = base_dir
+        self._device = device
         self._root = Path(tempfile.mkdtemp(prefix="sia-train-"))
         self._run = run_on_model_thread or (lambda fn: fn())
 
@@ -156,11 +165,33 @@ class LoRATrainer:
                 seed=request.seed,
                 init_adapter=request.base_adapter_path,
                 out_dir=out,
+                device=self._device,
+                on_step=step_done,
+            )
+
+        def fit_distributed() -> Any:
+            # Workers are processes of their own: they load the base from disk and never
+            # see the ledger; only rank 0 writes the adapter, which comes back here.
+            from rl.launch import train_distributed
+
+            assert self._base_dir is not None  # checked in __init__
+            return train_distributed(
+                out.with_name(out.name + "-job"),
+                self._processes,
+                samples=samples,
+                algorithm=algorithm,
+                base_model=self._base_dir,
+                config=self._overrides.get(algorithm),
+                lora=self._lora,
+                seed=request.seed,
+                init_adapter=request.base_adapter_path,
+                out_dir=out,
+                device=self._device,
                 on_step=step_done,
             )
 
         try:
-            result = self._run(fit)
+            result = fit_distributed() if self._processes > 1 else self._run(fit)
         except RLConfigError:
             raise  # a bad setting is the user's to fix, not a lack of signal
         except RLError as error:

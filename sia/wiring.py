@@ -125,7 +125,18 @@ def _trainer(config: RunConfig, recorder: Recorder, gateway: Any):
         lora_rank=config.lora_rank,
         lora_alpha=config.lora_alpha,
         run_on_model_thread=gateway.on_model_thread,
+        train_processes=config.train_processes,
+        base_dir=model_path(config.policy),
+        device=_train_device(config.train_device),
     )
+
+
+def _train_device(wanted: str) -> str:
+    if wanted != "auto":
+        return wanted
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @contextmanager

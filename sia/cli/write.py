@@ -101,6 +101,20 @@ _as_json = click.option(
     help="Temperature forced on rollout calls [default: the harness's in mode h, else 1.0].",
 )
 @click.option("--lora-rank", type=int, default=8, show_default=True, help="Rank of adapters.")
+@click.option(
+    "--train-processes",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Data-parallel training workers (torchrun; one GPU each with --train-device cuda).",
+)
+@click.option(
+    "--train-device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="auto",
+    show_default=True,
+    help="Where adapters train (auto: cuda when present).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option(
     "--policy",
@@ -177,6 +191,8 @@ def run(
     group_size: int | None,
     rollout_temperature: float | None,
     lora_rank: int,
+    train_processes: int,
+    train_device: str,
     seed: int,
     policy: str,
     backend: str,
@@ -220,6 +236,8 @@ def run(
         rollout_temperature=rollout_temperature,
         lora_rank=lora_rank,
         lora_alpha=2 * lora_rank,
+        train_processes=train_processes,
+        train_device=train_device,
         policy=policy,
         backend=backend,
         endpoint=endpoint,

@@ -128,3 +128,26 @@ def test_a_train_without_signal_is_abandoned_and_the_run_finishes(tmp_path, tiny
     assert it["lever"] == "train" and it["accepted"] is False and it["val_score"] is None
     assert it["abandoned"].startswith("grpo")
     assert replay["status"] == "done" and replay["problems"] == []
+
+
+@pytest.mark.slow
+def test_training_on_two_processes_stores_the_single_process_adapter(tmp_path, tiny_model_dir):
+    """--train-processes 2: torchrun workers load the base from disk, rank 0 writes the
+    adapter, and the tagged adapter holds the same weights as one process would train."""
+    from safetensors.torch import load_file
+
+    weights = {}
+    for processes in (1, 2):
+        ws = tmp_path / f"ws{processes}"
+        out = _run(
+            ws, tiny_model_dir, "w", "--algorithm", "bon_bc", "--train-processes", str(processes)
+        )
+        assert out.exit_code == 0, out.output
+        workspace = Workspace.open(ws)
+        manifest = workspace.repo().adapter_manifest("lora/w/1")
+        assert manifest["metrics"]["world_size"] == processes
+        folder = workspace.artifacts().path(manifest["sha256"])
+        weights[processes] = load_file(str(folder / "adapter_model.safetensors"))
+    assert weights[1].keys() == weights[2].keys() and weights[1]
+    for name, tensor in weights[1].items():
+        assert (tensor - weights[2][name]).abs().max().item() <= 1e-6, name
