@@ -14,6 +14,7 @@ from sia.config import RunConfig
 from sia.history import run_state
 from sia.workspace import Workspace
 from statemachine.errors import ConfigError
+from tests.support.any_number import registered
 from tests.support.fake_vllm import FakeVLLM
 
 
@@ -66,3 +67,34 @@ def test_a_run_against_a_vllm_server(tmp_path, tiny_model_dir):
     assert all(c.completion_text.startswith("tiny|") and c.adapter_tag is None for c in calls)
     assert stored["backend"] == "vllm" and stored["max_loras"] == 2
     assert stored["endpoint"] == server.base_url and stored["max_lora_rank"] == 8
+
+
+def _event_types(ws, run_id):
+    with Workspace.open(ws).reader() as rec:
+        return [envelope.type for envelope in rec.read(run_id)]
+
+
+@pytest.mark.slow
+def test_one_flag_moves_a_training_run_from_hf_to_vllm(tmp_path, tiny_model_dir):
+    """The same mode-w run on hf and on vllm: the ledger and the harness repo have the same
+    shape, the trained adapter is loaded into the server by path, and every call it
+    answered is recorded under its tag."""
+    base = ["run", "--task", "any-number", "--mode", "w", "--algorithm", "bon_bc"]
+    base += ["--policy", str(tiny_model_dir), "--iterations", "1", "--batch-size", "2"]
+    base += ["--run-id", "w", "--json"]
+    with registered():
+        out = CliRunner().invoke(cli, ["--workspace", str(tmp_path / "hf"), *base])
+        assert out.exit_code == 0, out.output
+        with FakeVLLM(base_model="tiny") as server:
+            vllm = ["--backend", "vllm", "--endpoint", server.base_url]
+            out = CliRunner().invoke(cli, ["--workspace", str(tmp_path / "vllm"), *base, *vllm])
+            loaded = server.calls("/v1/load_lora_adapter")
+    assert out.exit_code == 0, out.output
+    assert _event_types(tmp_path / "hf", "w") == _event_types(tmp_path / "vllm", "w")
+    repos = [Workspace.open(tmp_path / name).repo() for name in ("hf", "vllm")]
+    assert [sorted(r.adapter_tags("w")) for r in repos] == [["lora/w/1"]] * 2
+    assert [body["lora_name"] for body in loaded] == ["lora/w/1"]
+    with Workspace.open(tmp_path / "vllm").reader() as rec:
+        evals = [c for c in rec.read_calls("w", 1) if c.episode_id.startswith("eval-val")]
+    assert evals and all(c.adapter_tag == "lora/w/1" for c in evals)
+    assert all(c.completion_text.startswith("lora/w/1|") for c in evals)
