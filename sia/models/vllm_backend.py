@@ -28,7 +28,6 @@ import itertools
 import json
 import os
 import queue
-import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -37,6 +36,7 @@ from typing import Any, Self
 
 import httpx2
 
+from sia.models.adapter_slots import AdapterSlots
 from sia.models.errors import AdapterError, GenerationError, ModelLoadError, describe
 from sia.models.generation import Generation, GenRequest
 from sia.models.openai_backend import OpenAIBackendConfig, OpenAIPolicy, _error_text
@@ -59,7 +59,7 @@ def open_vllm(config: VLLMConfig, *, tokenizer: Any = None) -> Any:
     return VLLMServerPolicy(config, tokenizer=tokenizer)
 
 
-class VLLMServerPolicy:
+class VLLMServerPolicy(AdapterSlots):
     """vLLM behind its OpenAI-compatible HTTP API, one or more replicas.
 
     Generation reuses :class:`OpenAIPolicy` (``token_ids="vllm"``): its retries, timeouts
@@ -84,9 +84,7 @@ class VLLMServerPolicy:
         self._client = http_client or httpx2.Client(
             limits=httpx2.Limits(max_connections=config.max_concurrency)
         )
-        self._adapters: dict[str, str] = {}
-        self._active: str | None = None
-        self._lock = threading.Lock()
+        self._init_slots()
         try:
             if config.serve:
                 self._server = VLLMServer.start(config)
@@ -135,15 +133,6 @@ class VLLMServerPolicy:
     @property
     def tokenizer(self) -> Any:
         return self._http.tokenizer
-
-    @property
-    def active_adapter(self) -> str | None:
-        return self._active
-
-    @property
-    def adapters(self) -> tuple[str, ...]:
-        """Names of the adapters this backend loaded, in load order."""
-        return tuple(self._adapters)
 
     # ---- generation ---------------------------------------------------------------------
 
@@ -244,26 +233,13 @@ class VLLMServerPolicy:
                 raise
             self._adapters[name] = directory
 
-    def set_adapter(self, name: str | None) -> None:
-        """Later requests use adapter ``name``; ``None`` returns to the base model."""
-        with self._lock:
-            if name is not None and name not in self._adapters:
-                raise AdapterError(f"no adapter named {name!r} is loaded ({self._known()})")
-            self._active = name
-
     def unload_adapter(self, name: str) -> None:
         """Remove adapter ``name`` from every replica; if it was active, the base model is."""
         with self._lock:
-            if name not in self._adapters:
-                raise AdapterError(f"no adapter named {name!r} is loaded ({self._known()})")
+            self._require(name)
             for endpoint in self._endpoints:
                 self._admin(endpoint, "unload", {"lora_name": name}, name)
-            del self._adapters[name]
-            if self._active == name:
-                self._active = None
-
-    def _known(self) -> str:
-        return "loaded: " + (", ".join(self._adapters) or "none")
+            self._forget(name)
 
     # ---- lifecycle ----------------------------------------------------------------------
 

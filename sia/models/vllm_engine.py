@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import itertools
 import secrets
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Self
 
+from sia.models.adapter_slots import AdapterSlots
 from sia.models.errors import (
     AdapterError,
     GenerationError,
@@ -42,7 +42,7 @@ def _import_vllm() -> tuple[Any, Any, Any]:
     return vllm.LLM, vllm.SamplingParams, LoRARequest
 
 
-class VLLMEnginePolicy:
+class VLLMEnginePolicy(AdapterSlots):
     """A ``vllm.LLM`` engine as a policy backend (``VLLMConfig(in_process=True)``).
 
     Logprobs are vLLM's processed ones (``logprobs_mode="processed_logprobs"``): those of
@@ -71,10 +71,8 @@ class VLLMEnginePolicy:
         except Exception as error:
             raise ModelLoadError(f"vLLM cannot load {config.model}: {describe(error)}") from None
         self._tokenizer = tokenizer
-        self._lock = threading.RLock()
+        self._init_slots()
         self._ids = itertools.count(1)  # vLLM's adapter ids: unique, positive
-        self._adapters: dict[str, Any] = {}
-        self._active: str | None = None
 
     @property
     def config(self) -> VLLMConfig:
@@ -85,14 +83,6 @@ class VLLMEnginePolicy:
         if self._tokenizer is None:
             self._tokenizer = self._llm.get_tokenizer()
         return self._tokenizer
-
-    @property
-    def active_adapter(self) -> str | None:
-        return self._active
-
-    @property
-    def adapters(self) -> tuple[str, ...]:
-        return tuple(self._adapters)
 
     def generate(self, requests: Sequence[GenRequest]) -> list[Generation]:
         """Complete every request in one engine pass per kind (chat, text); in order."""
@@ -166,25 +156,13 @@ class VLLMEnginePolicy:
                     ) from None
             self._adapters[name] = request
 
-    def set_adapter(self, name: str | None) -> None:
-        with self._lock:
-            if name is not None and name not in self._adapters:
-                raise AdapterError(f"no adapter named {name!r} is loaded ({self._known()})")
-            self._active = name
-
     def unload_adapter(self, name: str) -> None:
         with self._lock:
-            if name not in self._adapters:
-                raise AdapterError(f"no adapter named {name!r} is loaded ({self._known()})")
-            request = self._adapters.pop(name)
+            request = self._require(name)
             engine = getattr(self._llm, "llm_engine", None)
             if engine is not None and hasattr(engine, "remove_lora"):
                 engine.remove_lora(request.lora_int_id)
-            if self._active == name:
-                self._active = None
-
-    def _known(self) -> str:
-        return "loaded: " + (", ".join(self._adapters) or "none")
+            self._forget(name)
 
     def close(self) -> None:
         with self._lock:
