@@ -53,6 +53,21 @@ class RunConfig:
             "its directory; only rank 0 writes the adapter); 1 trains in the run's process"
         },
     )
+    workers: str | None = field(
+        default=None,
+        metadata={
+            "help": "remote episode workers (`sia worker`), their URLs comma-separated; "
+            "episodes run there, their model calls relayed to this run's gateway"
+        },
+    )
+    gateway_host: str = field(
+        default="127.0.0.1",
+        metadata={"help": "address the gateway binds; one the workers can reach"},
+    )
+    worker_token_env: str = field(
+        default="SIA_WORKER_TOKEN",
+        metadata={"help": "environment variable with the workers' shared token (never stored)"},
+    )
     train_device: str = field(
         default="auto",
         metadata={"help": "where adapters train: cpu, cuda, or auto (cuda when present)"},
@@ -127,6 +142,8 @@ class RunConfig:
             raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
         if isinstance(self.train_processes, bool) or self.train_processes < 1:
             raise ConfigError(f"train_processes must be ≥ 1, got {self.train_processes}")
+        if self.workers is not None and not self.worker_urls:
+            raise ConfigError("workers names no URL; pass --workers http://HOST:PORT[,…]")
         if self.train_device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"train_device must be auto, cpu or cuda, got {self.train_device!r}")
         trains = "train" in LEVERS_BY_MODE[self.mode]
@@ -195,6 +212,11 @@ class RunConfig:
             gpu_memory_utilization=self.gpu_memory_utilization,
             api_key_env=self.api_key_env or "VLLM_API_KEY",
         )
+
+    @property
+    def worker_urls(self) -> tuple[str, ...]:
+        """The remote episode workers' URLs; empty: episodes run on this machine."""
+        return tuple(url.strip() for url in (self.workers or "").split(",") if url.strip())
 
     @property
     def uses_claude(self) -> bool:

@@ -72,6 +72,8 @@ def check_supported(config: RunConfig) -> None:
         raise ConfigError(
             f"the claude agents need an Anthropic API key in ${config.agent_api_key_env}"
         )
+    if config.worker_urls:
+        _worker_token(config)
     if config.algorithm is not None:
         from rl.registry import ALGORITHMS
 
@@ -108,6 +110,24 @@ def _backend(config: RunConfig):
 
     model, tokenizer = load_model(config.policy)
     return HFPolicy(model, tokenizer)
+
+
+def _remote_workers(config: RunConfig):
+    """The remote episode workers ``config`` names, or ``None`` (episodes run here)."""
+    if not config.worker_urls:
+        return None
+    from sia.runner.remote import RemoteEpisodes
+
+    return RemoteEpisodes(config.worker_urls, _worker_token(config))
+
+
+def _worker_token(config: RunConfig) -> str:
+    token = os.environ.get(config.worker_token_env)
+    if not token:
+        raise ConfigError(
+            f"--workers needs the workers' shared token in ${config.worker_token_env}"
+        )
+    return token
 
 
 def _trainer(config: RunConfig, recorder: Recorder, gateway: Any):
@@ -197,13 +217,20 @@ def open_serving(
 
     if task is None:
         task = get_task(config.task, seed=config.seed)
+    remote = _remote_workers(config)
     backend = _backend(config)
     with (
         # A backend with a close (vllm serve's subprocess, HTTP pools) is closed after the run.
         contextlib.closing(backend) if hasattr(backend, "close") else contextlib.nullcontext(),
-        Gateway(backend, max_batch=GATEWAY_MAX_BATCH) as gateway,
+        contextlib.closing(remote) if remote is not None else contextlib.nullcontext(),
+        Gateway(backend, max_batch=GATEWAY_MAX_BATCH, host=config.gateway_host) as gateway,
         HarnessRunner(
-            task, gateway, recorder, concurrency=2 * GATEWAY_MAX_BATCH, progress=progress
+            task,
+            gateway,
+            recorder,
+            concurrency=2 * GATEWAY_MAX_BATCH,
+            progress=progress,
+            remote=remote,
         ) as runner,
     ):
         yield Serving(task=task, gateway=gateway, runner=runner)

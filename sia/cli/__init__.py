@@ -7,7 +7,7 @@ read command prints machine-readable output instead of tables.
 from __future__ import annotations
 
 # Each module registers its commands on ``cli`` when imported.
-from sia.cli import bisect, catalog, episodes, evaluate, read, why, write  # noqa: F401
+from sia.cli import bisect, catalog, episodes, evaluate, read, why, worker, write  # noqa: F401
 from sia.cli.main import cli
 
 __all__ = ["cli", "main"]

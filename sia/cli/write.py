@@ -109,6 +109,17 @@ _as_json = click.option(
     help="Data-parallel training workers (torchrun; one GPU each with --train-device cuda).",
 )
 @click.option(
+    "--workers",
+    default=None,
+    help="Remote episode workers (`sia worker`), URLs comma-separated; token in $SIA_WORKER_TOKEN.",
+)
+@click.option(
+    "--gateway-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the gateway binds; with --workers, one they can reach.",
+)
+@click.option(
     "--train-device",
     type=click.Choice(["auto", "cpu", "cuda"]),
     default="auto",
@@ -192,6 +203,8 @@ def run(
     rollout_temperature: float | None,
     lora_rank: int,
     train_processes: int,
+    workers: str | None,
+    gateway_host: str,
     train_device: str,
     seed: int,
     policy: str,
@@ -237,6 +250,8 @@ def run(
         lora_rank=lora_rank,
         lora_alpha=2 * lora_rank,
         train_processes=train_processes,
+        workers=workers,
+        gateway_host=gateway_host,
         train_device=train_device,
         policy=policy,
         backend=backend,

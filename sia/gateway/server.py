@@ -45,7 +45,9 @@ T = TypeVar("T")
 
 
 class Gateway:
-    """Serve ``backend`` at ``start()``'s base URL (``http://127.0.0.1:<port>/v1``).
+    """Serve ``backend`` at ``start()``'s base URL (``http://<host>:<port>/v1``).
+
+    ``host`` is loopback unless remote workers (``sia.runner.remote``) must reach it.
 
     ``register_episode`` hands out the token a harness process uses as its API key;
     ``drain_calls`` returns (and forgets) every call recorded so far.
@@ -58,8 +60,10 @@ class Gateway:
         max_batch: int = 8,
         batch_wait_ms: float = 5,
         max_batch_wait_ms: float = 200,
+        host: str = "127.0.0.1",
     ) -> None:
         self._backend = backend
+        self._host = host
         self._batcher = MicroBatcher(
             backend,
             max_batch=max_batch,
@@ -83,9 +87,11 @@ class Gateway:
         if self._base_url is not None:
             return self._base_url
         self._batcher.start()
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(
+            socket.AF_INET6 if ":" in self._host else socket.AF_INET, socket.SOCK_STREAM
+        )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((self._host, 0))
         port = sock.getsockname()[1]
         config = uvicorn.Config(
             self._app(),
@@ -108,7 +114,8 @@ class Gateway:
                 raise GatewayError("the gateway's HTTP server did not start")
             time.sleep(0.005)
         self._server, self._thread = server, thread
-        self._base_url = f"http://127.0.0.1:{port}/v1"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        self._base_url = f"http://{host}:{port}/v1"
         return self._base_url
 
     def stop(self) -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.records import CallRow, EpisodeRow
 from sia.faults import crash_point
@@ -32,6 +32,9 @@ from sia.runner.sandbox import (
     landlock_available,
     run_episode_process,
 )
+
+if TYPE_CHECKING:
+    from sia.runner.remote import RemoteEpisodes
 
 __all__ = ["EpisodeBudget", "HarnessRunner", "RunnerTask", "build_job"]
 
@@ -107,6 +110,7 @@ class HarnessRunner:
     Episodes are forked from a fork server (``zygote.py``) that has the harness's imports
     loaded, where the platform allows; ``fork_server=False`` starts a fresh interpreter per
     episode instead. :meth:`close` (or leaving the ``with`` block) stops the server.
+    With ``remote``, episodes run on remote workers instead (see ``remote.py``).
     """
 
     def __init__(
@@ -122,6 +126,7 @@ class HarnessRunner:
         budget: EpisodeBudget | None = None,
         progress: Callable[[int, int], None] | None = None,
         fork_server: bool = True,
+        remote: RemoteEpisodes | None = None,
     ) -> None:
         if concurrency < 1:
             raise RunnerError(f"concurrency must be >= 1, got {concurrency}")
@@ -142,6 +147,7 @@ class HarnessRunner:
         self._budget = budget or EpisodeBudget()
         self._progress = progress
         self._live = LiveProcesses()
+        self._remote = remote
         self._fork_server: ForkServer | None = None
         if fork_server and fork_server_supported():
             self._fork_server = ForkServer(
@@ -388,14 +394,13 @@ class HarnessRunner:
             job = build_job(
                 self._task.public_item(episode.item_id), config, base_url, token, timeout
             )
-            outcome = run_episode_process(
-                harness_dir,
-                scratch,
-                job,
-                EpisodeLimits(timeout, self._memory_mb),
-                self._fork_server,
-                self._live,
-            )
+            limits = EpisodeLimits(timeout, self._memory_mb)
+            if self._remote is not None:
+                outcome = self._remote.run(harness_dir, job, limits)
+            else:
+                outcome = run_episode_process(
+                    harness_dir, scratch, job, limits, self._fork_server, self._live
+                )
         finally:
             self._gateway.release_episode(token)
         if outcome.status != "ok" or outcome.answer is None:
