@@ -1,8 +1,6 @@
 """Continuous batching: rows that join a running batch decode exactly as they would alone,
 and every call the gateway records names the adapter whose weights produced it."""
 
-import threading
-
 import pytest
 
 from sia.gateway import Gateway
@@ -10,6 +8,7 @@ from sia.models.generation import GenRequest
 from sia.models.hf_backend import HFPolicy
 from sia.models.tiny import build_tiny
 from tests.gateway.conftest import client_for, ticket
+from tests.support.traffic import traffic_across_adapter_switches
 
 ATOL = 1e-4
 
@@ -72,35 +71,9 @@ def test_alternating_adapters_under_traffic_are_attributed_to_the_right_weights(
     with Gateway(tiny_policy, max_batch=4, batch_wait_ms=2) as gateway:
         tokens = [gateway.register_episode(ticket(f"ep-{i}")) for i in range(episodes)]
         clients = [client_for(gateway, token) for token in tokens]
-        stop = threading.Event()
-
-        def traffic(index: int) -> None:
-            for call in range(calls_each):
-                clients[index].chat.completions.create(
-                    model="policy",
-                    messages=[{"role": "user", "content": f"episode {index} call {call}"}],
-                    max_tokens=8,
-                    temperature=0,
-                )
-
-        def switcher() -> None:
-            order = [("alpha", lora_dirs["alpha"]), ("beta", lora_dirs["beta"]), (None, None)]
-            turn = 0
-            while not stop.is_set():
-                gateway.use_adapter(*order[turn % 3])
-                turn += 1
-                stop.wait(0.02)
-
-        swapping = threading.Thread(target=switcher)
-        swapping.start()
-        workers = [threading.Thread(target=traffic, args=(i,)) for i in range(episodes)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        stop.set()
-        swapping.join()
-        rows = gateway.drain_calls()
+        rows = traffic_across_adapter_switches(
+            gateway, clients, lora_dirs, calls_each=calls_each, max_tokens=8, switch_every_s=0.02
+        )
     assert len(rows) == episodes * calls_each
     # Traffic really crossed switches: the calls ran under more than one set of weights.
     assert len({row.adapter_tag for row in rows}) >= 2

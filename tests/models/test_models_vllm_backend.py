@@ -8,7 +8,6 @@ import json
 import os
 import stat
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -25,6 +24,7 @@ from statemachine.errors import ConfigError
 from tests.gateway.conftest import client_for, ticket
 from tests.support import fake_vllm
 from tests.support.fake_vllm import FakeVLLM
+from tests.support.traffic import traffic_across_adapter_switches
 
 CHAT = GenRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=32, temperature=0)
 TEXT = GenRequest(prompt="2+2=", max_tokens=32, temperature=0.5, seed=7)
@@ -212,35 +212,9 @@ def test_adapters_alternating_under_traffic_are_attributed_to_the_weights_that_a
             client_for(gateway, gateway.register_episode(ticket(f"ep-{i}")))
             for i in range(episodes)
         ]
-        stop = threading.Event()
-
-        def traffic(index: int) -> None:
-            for call in range(calls_each):
-                clients[index].chat.completions.create(
-                    model="policy",
-                    messages=[{"role": "user", "content": f"episode {index} call {call}"}],
-                    max_tokens=32,
-                    temperature=0,
-                )
-
-        def switcher() -> None:
-            order = [("alpha", dirs["alpha"]), ("beta", dirs["beta"]), (None, None)]
-            turn = 0
-            while not stop.is_set():
-                gateway.use_adapter(*order[turn % 3])
-                turn += 1
-                stop.wait(0.015)
-
-        swapping = threading.Thread(target=switcher)
-        swapping.start()
-        workers = [threading.Thread(target=traffic, args=(i,)) for i in range(episodes)]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            worker.join()
-        stop.set()
-        swapping.join()
-        rows = gateway.drain_calls()
+        rows = traffic_across_adapter_switches(
+            gateway, clients, dirs, calls_each=calls_each, max_tokens=32, switch_every_s=0.015
+        )
         asked = [b["model"] for s in (one, two) for b in s.calls("/v1/chat/completions")]
     assert len(rows) == episodes * calls_each
     # Traffic really crossed switches, and went to both replicas.
