@@ -46,10 +46,15 @@ __all__ = ["World", "current_world", "init_from_env", "take_gradients"]
 
 @dataclass(frozen=True)
 class World:
-    """This process's place among ``size`` data-parallel ranks (``size > 1``)."""
+    """This process's place among ``size`` data-parallel ranks (``size > 1``).
+
+    ``sharded``: the frozen base is sharded among the ranks (:mod:`rl.sharding`), so every
+    forward and backward pass is a collective and all ranks must run as many.
+    """
 
     rank: int
     size: int
+    sharded: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -59,6 +64,14 @@ class World:
     def chunks(self, n_chunks: int) -> range:
         """The micro-batch indices this rank runs: a contiguous block, sizes differing by ≤ 1."""
         return range(self.rank * n_chunks // self.size, (self.rank + 1) * n_chunks // self.size)
+
+    def passes(self, n_chunks: int) -> int:
+        """How many forward/backward passes this rank runs in a step of ``n_chunks``.
+
+        Its own block, or with a sharded base the largest block: a rank with fewer
+        micro-batches pads with passes whose gradients it discards.
+        """
+        return -(-n_chunks // self.size) if self.sharded else len(self.chunks(n_chunks))
 
     def accumulate_gradients(
         self,

@@ -67,7 +67,8 @@ class TrainJob:
     ``config`` is the algorithm's full validated config (``AlgorithmConfig.to_dict()``);
     ``device`` is ``cpu`` or ``cuda`` (each rank then takes ``cuda:LOCAL_RANK``);
     ``threads`` sets each worker's torch thread count (None: the launcher's default,
-    torchrun's ``OMP_NUM_THREADS=1``).
+    torchrun's ``OMP_NUM_THREADS=1``); ``shard_base`` shards the frozen base among the
+    ranks (:mod:`rl.sharding`).
     """
 
     algorithm: str
@@ -80,6 +81,7 @@ class TrainJob:
     device: str = "cpu"
     dtype: str = "float32"
     threads: int | None = None
+    shard_base: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -94,6 +96,7 @@ class TrainJob:
             "device": self.device,
             "dtype": self.dtype,
             "threads": self.threads,
+            "shard_base": self.shard_base,
         }
 
     @classmethod
@@ -111,6 +114,7 @@ class TrainJob:
             device=data["device"],
             dtype=data["dtype"],
             threads=data["threads"],
+            shard_base=data.get("shard_base", False),
         )
 
 

@@ -60,6 +60,7 @@ def train_distributed(
     device: str = "cpu",
     dtype: str = "float32",
     threads: int | None = None,
+    shard_base: bool = False,
     timeout: float = 6 * 3600,
     on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
@@ -68,7 +69,8 @@ def train_distributed(
     ``base_model`` is a local model directory each worker loads (``dtype``, on ``device``:
     ``cpu``, or ``cuda`` for one GPU per process); ``out_dir`` defaults to
     ``job_dir / "adapter"``. With the same samples and seed the adapter equals the
-    single-process one up to float summation order (see :mod:`rl.distributed`).
+    single-process one (see :mod:`rl.distributed`). ``shard_base`` shards the frozen base
+    among the workers instead of giving each a whole copy (:mod:`rl.sharding`).
 
     ``on_step(n)`` is called here as rank 0 reports step ``n`` (polled, so possibly late and
     several at once); an exception it raises stops the workers and propagates, as does
@@ -81,6 +83,8 @@ def train_distributed(
 
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise RLConfigError(f"processes must be a positive int, got {processes!r}")
+    if shard_base and processes < 2:
+        raise RLConfigError("shard_base needs at least 2 processes")
     resolved = _resolve_config(algorithm, config)
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise RLConfigError(f"seed must be a non-negative int, got {seed!r}")
@@ -100,6 +104,7 @@ def train_distributed(
         device=device,
         dtype=dtype,
         threads=threads,
+        shard_base=shard_base,
     )
     write_job(job_dir, job, samples)
     returncode = _run(job_dir, _command(job_dir, processes), timeout, on_step)

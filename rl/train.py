@@ -24,7 +24,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,7 @@ from rl.errors import RLConfigError, RLError
 from rl.lora import TRAINING_RECORD, LoraSettings, attach_lora, lora_settings_of, save_adapter
 from rl.policy import Policy
 from rl.registry import algorithm_config, get_algorithm
+from rl.sharding import base_bytes, shard_frozen_base
 
 __all__ = [
     "StepResult",
@@ -65,7 +66,9 @@ class TrainResult:
     all samples given), ``data`` (the algorithm's facts about its items, e.g.
     ``groups_used``, ``pairs``), ``tokens_trained`` (trained tokens summed over steps),
     ``tokens_per_second`` (over the step loop), ``prepare_seconds``, ``train_seconds``,
-    ``seconds`` (the whole call), ``peak_rss_mb`` (the process's peak so far).
+    ``seconds`` (the whole call), ``peak_rss_mb`` (the process's peak so far),
+    ``world_size``, ``sharded_base`` and ``base_mb_per_rank`` (frozen base weights resident
+    on the largest rank: the whole base unless sharded).
     """
 
     path: Path
@@ -89,6 +92,7 @@ def train_lora(
     device: str = "cpu",
     on_step: Callable[[int], None] | None = None,
     world: World | None = None,
+    shard_base: bool = False,
 ) -> TrainResult:
     """Train a LoRA on ``samples`` with ``algorithm`` and save it to ``out_dir``.
 
@@ -106,6 +110,9 @@ def train_lora(
     shared among the ranks and gradients summed so the update is the single-process one
     (see :mod:`rl.distributed`). Only rank 0 writes ``out_dir``; the other ranks return
     the same result (metrics are summed over ranks) with nothing written at its ``path``.
+    ``shard_base`` also shards the frozen base among the ranks (FSDP2, see
+    :mod:`rl.sharding`): only rank 0's ``model`` needs real weights (the others may be on
+    ``meta``), and it is left sharded, usable only inside the group.
 
     Raises RLConfigError for a bad algorithm/config, RLError when the samples hold no
     learning signal for the algorithm or training diverges.
@@ -122,12 +129,21 @@ def train_lora(
         raise RLConfigError(f"seed must be a non-negative int, got {seed!r}")
     out_dir = Path(out_dir)
     world = world if world is not None else current_world()
+    if shard_base:
+        if world is None:
+            raise RLConfigError("shard_base needs several training processes")
+        world = replace(world, sharded=True)
     target = torch.device(device)
     rng_devices = [target.index or 0] if target.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
         torch.manual_seed(seed)
         peft_model = attach_lora(model, lora, Path(init_adapter) if init_adapter else None)
-        peft_model.to(target)
+        if world is not None and world.sharded:
+            adapter = [p for p in peft_model.parameters() if p.requires_grad]
+            shard_frozen_base(peft_model, adapter, device)  # rank 0's values, on the device
+        else:
+            peft_model.to(target)
+        resident = base_bytes(peft_model)
         policy = Policy(peft_model, _pad_id(tokenizer), target, resolved.micro_batch_size)
         algo = algorithm_class(resolved)
         algo.init_heads(policy, Path(init_adapter) if init_adapter else None)
@@ -159,9 +175,12 @@ def train_lora(
         "peak_rss_mb": _peak_rss_mb(),
     }
     metrics["world_size"] = 1 if world is None else world.size
+    metrics["sharded_base"] = world is not None and world.sharded
+    metrics["base_mb_per_rank"] = resident / 2**20
     if world is not None:
         # Every rank prepares all items and takes every step: the slowest and largest count.
         metrics["peak_rss_mb"] = max(world.gather(metrics["peak_rss_mb"]))
+        metrics["base_mb_per_rank"] = max(world.gather(metrics["base_mb_per_rank"]))
     result = TrainResult(
         path=out_dir,
         algorithm=algorithm,
@@ -288,11 +307,16 @@ def train_step(
     failure: str | None = None
     offsets = range(0, len(minibatch), config.micro_batch_size)
     n_chunks = len(offsets)
+    passes = len(offsets)
     if world is not None:
         mine = world.chunks(n_chunks)
         offsets = offsets[mine.start : mine.stop]
-    for offset in offsets:
-        chunk = minibatch[offset : offset + config.micro_batch_size]
+        passes = world.passes(n_chunks)
+    for index in range(passes):
+        if index >= len(offsets) or failure is not None:
+            _padding_pass(algo, policy, params, minibatch[: config.micro_batch_size])
+            continue
+        chunk = minibatch[offsets[index] : offsets[index] + config.micro_batch_size]
         share = len(chunk) / len(minibatch)
         loss, chunk_stats = algo.loss(policy, chunk)
         value = loss.item()
@@ -303,7 +327,10 @@ def train_step(
             )
             if world is None:
                 raise RLError(failure)
-            break  # the other ranks must hear of it before anyone raises
+            if not world.sharded:
+                break  # the other ranks must hear of it before anyone raises
+            _discard_backward(loss, params)
+            continue
         (loss * share).backward()
         if world is not None:
             local_grads.append(take_gradients(params))
@@ -327,6 +354,19 @@ def train_step(
     )
     optimizer.step()
     return StepResult(loss=total, stats=stats, grad_norm=float(norm), tokens=tokens)
+
+
+def _padding_pass(
+    algo: Algorithm, policy: Policy, params: Sequence[torch.nn.Parameter], chunk: Sequence[Any]
+) -> None:
+    """A forward and backward pass that only keeps a sharded base's collectives in step."""
+    loss, _ = algo.loss(policy, chunk)
+    _discard_backward(loss, params)
+
+
+def _discard_backward(loss: torch.Tensor, params: Sequence[torch.nn.Parameter]) -> None:
+    (loss * 0.0).backward()
+    take_gradients(params)  # thrown away
 
 
 # One micro-batch's contribution to a step: loss * share, stats * share, trained tokens.

@@ -45,7 +45,9 @@ def run_job(job_dir: Path) -> None:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
         torch.cuda.set_device(device)
     world = init_from_env(device)
-    model, tokenizer = _load_base(job.base_model, job.dtype)
+    # With a sharded base only rank 0 reads the weights; the others get theirs broadcast.
+    skeleton = job.shard_base and world is not None and not world.is_main
+    model, tokenizer = _load_base(job.base_model, job.dtype, on_meta=skeleton)
     main_rank = world is None or world.is_main
     result = train_lora(
         model,
@@ -60,15 +62,19 @@ def run_job(job_dir: Path) -> None:
         device=device,
         on_step=(lambda step: append_step(job_dir, step)) if main_rank else None,
         world=world,
+        shard_base=job.shard_base,
     )
     if main_rank:
         write_result(job_dir, result)
 
 
-def _load_base(directory: Path, dtype: str) -> tuple[Any, Any]:
-    """The base causal LM and its tokenizer from a local directory (no network)."""
+def _load_base(directory: Path, dtype: str, *, on_meta: bool = False) -> tuple[Any, Any]:
+    """The base causal LM and its tokenizer from a local directory (no network).
+
+    ``on_meta``: the model's structure only, no weights read (they come from rank 0).
+    """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from rl.errors import RLError
 
@@ -79,9 +85,14 @@ def _load_base(directory: Path, dtype: str) -> tuple[Any, Any]:
         raise RLError(f"unknown dtype {dtype!r}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            directory, local_files_only=True, dtype=torch_dtype
-        )
+        if on_meta:
+            config = AutoConfig.from_pretrained(directory, local_files_only=True)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                directory, local_files_only=True, dtype=torch_dtype
+            )
     # transformers and safetensors raise unrelated types for a broken directory.
     except Exception as error:
         raise RLError(f"cannot load base model {directory}: {error}".splitlines()[0]) from error
@@ -107,7 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch.distributed
 
     if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()  # no rank leaves while another still needs it
         torch.distributed.destroy_process_group()
+        # With a sharded base, interpreter shutdown sometimes aborts in C++ ("terminate
+        # called without an active exception": a collective thread still joinable) after
+        # all the work is written. Everything is on disk and flushed: skip the shutdown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

@@ -53,6 +53,13 @@ class RunConfig:
             "its directory; only rank 0 writes the adapter); 1 trains in the run's process"
         },
     )
+    shard_base: bool = field(
+        default=False,
+        metadata={
+            "help": "shard the frozen base among the training processes (FSDP2) instead of "
+            "giving each a whole copy; for bases one device cannot hold"
+        },
+    )
     workers: str | None = field(
         default=None,
         metadata={
@@ -142,6 +149,8 @@ class RunConfig:
             raise ConfigError(f"batch_size must be ≥ 1, got {self.batch_size}")
         if isinstance(self.train_processes, bool) or self.train_processes < 1:
             raise ConfigError(f"train_processes must be ≥ 1, got {self.train_processes}")
+        if self.shard_base and self.train_processes < 2:
+            raise ConfigError("shard_base needs train_processes ≥ 2")
         if self.workers is not None and not self.worker_urls:
             raise ConfigError("workers names no URL; pass --workers http://HOST:PORT[,…]")
         if self.train_device not in ("auto", "cpu", "cuda"):

@@ -95,6 +95,7 @@ class LoRATrainer:
         overrides: Mapping[str, Mapping[str, Any]] | None = None,
         run_on_model_thread: Callable[[Callable[[], Any]], Any] | None = None,
         train_processes: int = 1,
+        shard_base: bool = False,
         base_dir: Path | None = None,
         device: str = "cpu",
     ) -> None:
@@ -109,6 +110,7 @@ class LoRATrainer:
         if train_processes > 1 and base_dir is None:
             raise ConfigError("training on several processes needs the base model's directory")
         self._processes = train_processes
+        self._shard_base = shard_base
         self._base_dir = base_dir
         self._device = device
         self._root = Path(tempfile.mkdtemp(prefix="sia-train-"))
@@ -187,6 +189,7 @@ class LoRATrainer:
                 init_adapter=request.base_adapter_path,
                 out_dir=out,
                 device=self._device,
+                shard_base=self._shard_base,
                 on_step=step_done,
             )
 

@@ -146,6 +146,7 @@ def _trainer(config: RunConfig, recorder: Recorder, gateway: Any):
         lora_alpha=config.lora_alpha,
         run_on_model_thread=gateway.on_model_thread,
         train_processes=config.train_processes,
+        shard_base=config.shard_base,
         base_dir=model_path(config.policy),
         device=_train_device(config.train_device),
     )

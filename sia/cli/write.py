@@ -109,6 +109,11 @@ _as_json = click.option(
     help="Data-parallel training workers (torchrun; one GPU each with --train-device cuda).",
 )
 @click.option(
+    "--shard-base",
+    is_flag=True,
+    help="Shard the frozen base among the training workers (FSDP2), for bases too big for one GPU.",
+)
+@click.option(
     "--workers",
     default=None,
     help="Remote episode workers (`sia worker`), URLs comma-separated; token in $SIA_WORKER_TOKEN.",
@@ -203,6 +208,7 @@ def run(
     rollout_temperature: float | None,
     lora_rank: int,
     train_processes: int,
+    shard_base: bool,
     workers: str | None,
     gateway_host: str,
     train_device: str,
@@ -250,6 +256,7 @@ def run(
         lora_rank=lora_rank,
         lora_alpha=2 * lora_rank,
         train_processes=train_processes,
+        shard_base=shard_base,
         workers=workers,
         gateway_host=gateway_host,
         train_device=train_device,

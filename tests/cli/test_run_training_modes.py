@@ -37,6 +37,17 @@ def test_an_unknown_forced_algorithm_is_refused_before_anything_is_written(
     )
 
 
+def test_a_sharded_base_on_one_process_is_refused_before_anything_is_written(
+    tmp_path, tiny_model_dir
+):
+    out = _run(tmp_path / "ws", tiny_model_dir, "w", "--shard-base")
+    assert out.exit_code == 1 and "shard_base needs train_processes ≥ 2" in out.output
+    assert len(out.output.strip().splitlines()) == 1
+    assert (
+        not (tmp_path / "ws").exists() or not Workspace.open(tmp_path / "ws").ledger_path.exists()
+    )
+
+
 @pytest.mark.slow
 def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_model_dir):
     ws = tmp_path / "ws"
@@ -133,21 +144,28 @@ def test_a_train_without_signal_is_abandoned_and_the_run_finishes(tmp_path, tiny
 @pytest.mark.slow
 def test_training_on_two_processes_stores_the_single_process_adapter(tmp_path, tiny_model_dir):
     """--train-processes 2: torchrun workers load the base from disk, rank 0 writes the
-    adapter, and the tagged adapter holds the same weights as one process would train."""
+    adapter, and the tagged adapter holds the same weights as one process would train;
+    with --shard-base the workers hold half the base each and still train the same."""
     from safetensors.torch import load_file
 
     weights = {}
-    for processes in (1, 2):
-        ws = tmp_path / f"ws{processes}"
-        out = _run(
-            ws, tiny_model_dir, "w", "--algorithm", "bon_bc", "--train-processes", str(processes)
-        )
+    for name, flags in {
+        "one": ["--train-processes", "1"],
+        "two": ["--train-processes", "2"],
+        "sharded": ["--train-processes", "2", "--shard-base"],
+    }.items():
+        ws = tmp_path / name
+        out = _run(ws, tiny_model_dir, "w", "--algorithm", "bon_bc", *flags)
         assert out.exit_code == 0, out.output
         workspace = Workspace.open(ws)
         manifest = workspace.repo().adapter_manifest("lora/w/1")
-        assert manifest["metrics"]["world_size"] == processes
+        assert manifest["metrics"]["world_size"] == int(flags[1])
+        assert manifest["metrics"]["sharded_base"] == (name == "sharded")
         folder = workspace.artifacts().path(manifest["sha256"])
-        weights[processes] = load_file(str(folder / "adapter_model.safetensors"))
-    assert weights[1].keys() == weights[2].keys() and weights[1]
-    for name, tensor in weights[1].items():
-        assert (tensor - weights[2][name]).abs().max().item() <= 1e-6, name
+        weights[name] = load_file(str(folder / "adapter_model.safetensors"))
+    assert weights["one"] and weights["one"].keys() == weights["two"].keys()
+    assert weights["one"].keys() == weights["sharded"].keys()
+    for other in ("two", "sharded"):
+        for tensor_name, tensor in weights["one"].items():
+            diff = (tensor - weights[other][tensor_name]).abs().max().item()
+            assert diff <= 1e-6, (other, tensor_name)

@@ -90,6 +90,58 @@ def test_two_ranks_train_the_single_process_adapter(algorithm, base_dir, tmp_pat
     assert record["metrics"]["world_size"] == 2 and record["seed"] == 3
 
 
+@pytest.mark.parametrize("algorithm", ["grpo", "ppo_gae"])
+def test_a_sharded_base_trains_the_single_process_adapter(algorithm, base_dir, tmp_path):
+    """FSDP2 over two gloo ranks: each keeps half the base, the adapter is the same.
+
+    Three micro-batches per step, so rank 0 runs one and pads with a discarded pass while
+    rank 1 runs two: the shards' collectives must stay in step.
+    """
+    config = CONFIG | {"micro_batch_size": 6}
+    model, tokenizer = load_base(base_dir)
+    samples = sample(model, seed=1, group_size=4)
+    single = train_lora(
+        model, tokenizer, samples, algorithm, config=config, seed=3, out_dir=tmp_path / "one"
+    )
+    result = train_distributed(
+        tmp_path / "job",
+        2,
+        samples=samples,
+        algorithm=algorithm,
+        base_model=base_dir,
+        config=config,
+        seed=3,
+        threads=1,
+        shard_base=True,
+    )
+
+    expected, got = tensors(tmp_path / "one"), tensors(result.path)
+    assert set(got) == set(expected)
+    worst = max(float((got[k] - expected[k]).abs().max()) for k in expected)
+    print(f"{algorithm} sharded: max |FSDP - single| = {worst:.3g}")
+    assert worst == 0.0
+    assert result.metrics["loss"] == pytest.approx(single.metrics["loss"], rel=1e-6, abs=1e-7)
+    assert result.metrics["sharded_base"] and not single.metrics["sharded_base"]
+    whole, per_rank = single.metrics["base_mb_per_rank"], result.metrics["base_mb_per_rank"]
+    print(f"base resident per rank: {per_rank:.3f} MB sharded vs {whole:.3f} MB whole")
+    assert per_rank < 0.6 * whole
+
+
+def test_sharding_needs_several_ranks(pretrained, base_dir, tmp_path):
+    import copy
+
+    model, tokenizer = pretrained
+    samples = sample(model, seed=1, group_size=2)
+    with pytest.raises(RLConfigError, match="at least 2 processes"):
+        train_distributed(
+            tmp_path, 1, samples=samples, algorithm="grpo", base_model=base_dir, shard_base=True
+        )
+    with pytest.raises(RLConfigError, match="several training processes"):
+        train_lora(
+            copy.deepcopy(model), tokenizer, samples, "grpo", out_dir=tmp_path, shard_base=True
+        )
+
+
 def test_worker_failure_is_a_one_line_rl_error(base_dir, tmp_path):
     model, _ = load_base(base_dir)
     # Every group scored alike: the workers find no signal (what the orchestrator reads as
@@ -202,6 +254,11 @@ def test_rank_blocks_partition_the_micro_batches_in_order(n_chunks, size):
     assert [i for block in blocks for i in block] == list(range(n_chunks))
     assert max(map(len, blocks)) == math.ceil(n_chunks / size)
     assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    # A sharded base makes every rank run as many passes as the largest block.
+    assert {World(rank, size, sharded=True).passes(n_chunks) for rank in range(size)} == {
+        max(map(len, blocks))
+    }
+    assert [World(rank, size).passes(n_chunks) for rank in range(size)] == list(map(len, blocks))
 
 
 def test_job_directory_round_trips_samples_exactly(tmp_path):
