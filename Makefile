@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-fast lint fmt bench clean
+.PHONY: install chromium demo test test-fast lint fmt bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,13 +14,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+## Headless Chromium (Debian), which the report test renders pages with.
+chromium:
+	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)
+
 ## The main job: a short self-improvement run on the embedded model, offline.
 demo: install
 	$(BIN)/sia --workspace sia-workspace run --task arith --mode h --iterations 3 --batch-size 8
 	$(BIN)/sia --workspace sia-workspace status
 
 ## The full test suite, slow real-model tests included (what CI runs).
-test: install
+test: install chromium
 	$(BIN)/python -m pytest
 
 ## Everything but the tests marked slow.

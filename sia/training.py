@@ -98,6 +98,7 @@ class LoRATrainer:
         shard_base: bool = False,
         base_dir: Path | None = None,
         device: str = "cpu",
+        progress: Callable[[int, int | None], None] | None = None,
     ) -> None:
         from rl.lora import LoraSettings
 
@@ -113,6 +114,7 @@ class LoRATrainer:
         self._shard_base = shard_base
         self._base_dir = base_dir
         self._device = device
+        self._progress = progress
         self._root = Path(tempfile.mkdtemp(prefix="sia-train-"))
         self._run = run_on_model_thread or (lambda fn: fn())
 
@@ -152,6 +154,8 @@ class LoRATrainer:
 
         def step_done(step: int) -> None:
             crash_point("after-train-step")
+            if self._progress is not None:
+                self._progress(step, None)
             if cancelled.is_set():
                 raise TrainingCancelled(f"training stopped after step {step}")
 

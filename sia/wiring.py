@@ -130,7 +130,12 @@ def _worker_token(config: RunConfig) -> str:
     return token
 
 
-def _trainer(config: RunConfig, recorder: Recorder, gateway: Any):
+def _trainer(
+    config: RunConfig,
+    recorder: Recorder,
+    gateway: Any,
+    progress: Callable[[int, int | None], None] | None = None,
+):
     """A LoRA trainer on a fresh copy of the policy's base weights (``hf``, ``vllm``)."""
     if config.backend not in ("hf", "vllm") or "train" not in LEVERS_BY_MODE[config.mode]:
         return None
@@ -149,6 +154,7 @@ def _trainer(config: RunConfig, recorder: Recorder, gateway: Any):
         shard_base=config.shard_base,
         base_dir=model_path(config.policy),
         device=_train_device(config.train_device),
+        progress=progress,
     )
 
 
@@ -169,7 +175,8 @@ def open_components(
 ) -> Iterator[Components]:
     """The components for ``config``, with the model gateway served while the block runs.
 
-    ``progress(done, total)`` hears about finished episodes (a CLI progress bar).
+    ``progress(done, total)`` hears about finished episodes and training steps (a CLI
+    progress bar; ``total`` is None for training, whose step count the trainer decides).
     """
     from tasks import get_task
 
@@ -177,7 +184,7 @@ def open_components(
     task = get_task(config.task, seed=config.seed)
     with open_serving(config, recorder, task=task, progress=progress) as served:
         meta, feedback = _agents(config, task, recorder, served.runner)
-        trainer = _trainer(config, recorder, served.gateway)
+        trainer = _trainer(config, recorder, served.gateway, progress)
         with contextlib.ExitStack() as stack:
             if trainer is not None:
                 stack.enter_context(trainer)

@@ -7,7 +7,19 @@ read command prints machine-readable output instead of tables.
 from __future__ import annotations
 
 # Each module registers its commands on ``cli`` when imported.
-from sia.cli import bisect, catalog, episodes, evaluate, read, why, worker, write  # noqa: F401
+from sia.cli import (  # noqa: F401
+    bisect,
+    catalog,
+    episodes,
+    evaluate,
+    experiment,
+    export,
+    read,
+    report,
+    why,
+    worker,
+    write,
+)
 from sia.cli.main import cli
 
 __all__ = ["cli", "main"]

@@ -118,8 +118,8 @@ class RunView:
 
     # ── runner progress ─────────────────────────────────────────────────────────────────
 
-    def episodes(self, done: int, total: int) -> None:
-        """Episodes finished in the current rollout or evaluation."""
+    def episodes(self, done: int, total: int | None) -> None:
+        """Episodes finished in the current rollout or evaluation, or training steps done."""
         if self._step is not None:
             self._progress.update(self._step, completed=done, total=total)
 

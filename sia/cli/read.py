@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.live import Live
 from rich.syntax import Syntax
 from rich.table import Table
 
 from sia.audit import audit_run
 from sia.cli.main import cli, emit_json, open_workspace, parse_iterations, pass_workspace
 from sia.history import harness_at, run_state
+from sia.report.tree import run_tree
 from statemachine.replay import timeline
 
 __all__ = ["diff", "log", "replay", "status", "verify"]
@@ -33,18 +36,47 @@ def _score(x: float | None) -> str:
 
 @cli.command()
 @json_option
+@click.option("--watch", is_flag=True, help="Redraw the table until Ctrl-C (while a run is live).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds between redraws with --watch.",
+)
 @pass_workspace
-def status(root: Path, as_json: bool) -> None:
+def status(root: Path, as_json: bool, watch: bool, interval: float) -> None:
     """List the runs in the workspace with their phase and best score.
 
     \b
-    Example:
+    Examples:
         sia status --json
+        sia status --watch          # from another terminal while `sia run` is going
     """
     ws = open_workspace(root)
+    if as_json:
+        if watch:
+            raise click.UsageError("--watch draws a live table; it does not combine with --json")
+        emit_json(_status_rows(ws))
+        return
+    if not watch:
+        Console().print(_status_table(ws, _status_rows(ws)))
+        return
+    # The ledger is reopened read-only for every redraw, so the live writer is never held up
+    # for longer than one read.
+    with Live(_status_table(ws, _status_rows(ws)), auto_refresh=False) as live:
+        try:
+            while True:
+                time.sleep(interval)
+                live.update(_status_table(ws, _status_rows(ws), watching=True), refresh=True)
+        except KeyboardInterrupt:
+            pass
+
+
+def _status_rows(ws) -> list[dict]:
     with ws.reader() as rec:
         states = [run_state(rec, head.run_id) for head in rec.heads()]
-    rows = [
+    return [
         {
             "run_id": s.run_id,
             "status": s.status,
@@ -55,15 +87,19 @@ def status(root: Path, as_json: bool) -> None:
             "events": s.last_seq,
             "best_val": s.best.score if s.best else None,
             "test": s.test_score,
+            "tokens": s.tokens_used,
             "parent": list(s.parent) if s.parent else None,
             "updated": s.last_ts,
         }
         for s in states
     ]
-    if as_json:
-        emit_json(rows)
-        return
-    table = Table(title=f"runs in {ws.root}")
+
+
+def _status_table(ws, rows: list[dict], watching: bool = False) -> Table:
+    title = f"runs in {ws.root}"
+    if watching:
+        title += f"  ·  {dt.datetime.now(dt.UTC):%H:%M:%S} UTC, Ctrl-C to stop"
+    table = Table(title=title)
     for col in (
         "run",
         "status",
@@ -72,6 +108,7 @@ def status(root: Path, as_json: bool) -> None:
         "mode",
         "task",
         "events",
+        "tokens",
         "best val",
         "test",
         "updated (UTC)",
@@ -86,11 +123,12 @@ def status(root: Path, as_json: bool) -> None:
             r["mode"] or "-",
             r["task"] or "-",
             str(r["events"]),
+            f"{r['tokens']:,}",
             _score(r["best_val"]),
             _score(r["test"]),
             _when(r["updated"]),
         )
-    Console().print(table)
+    return table
 
 
 @cli.command()
@@ -243,26 +281,7 @@ def verify(root: Path, run_id: str, as_json: bool) -> None:
 def _run_tree(ws) -> list[dict]:
     """Every run of the workspace, branches nested under the run they started from."""
     with ws.reader() as rec:
-        states = [run_state(rec, head.run_id) for head in rec.heads()]
-    nodes = {
-        s.run_id: {
-            "run_id": s.run_id,
-            "parent": s.parent[0] if s.parent else None,
-            "parent_seq": s.parent[1] if s.parent else None,
-            "at_iteration": s.branched_at,
-            "mode": s.mode,
-            "status": s.status,
-            "iteration": s.iteration,
-            "best_val": s.best.score if s.best else None,
-            "branches": [],
-        }
-        for s in states
-    }
-    roots = []
-    for node in nodes.values():
-        parent = nodes.get(node["parent"]) if node["parent"] else None
-        (parent["branches"] if parent else roots).append(node)
-    return roots
+        return [asdict(node) for node in run_tree(rec)]
 
 
 def _print_tree(nodes: list[dict], prefix: str = "") -> None:

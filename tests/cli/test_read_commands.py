@@ -190,3 +190,37 @@ def test_status_from_another_process_while_a_writer_appends(tmp_path):
     assert writer.returncode == 0
     assert seen and seen == sorted(seen) and seen[-1] <= final
     assert final > 10  # the writer was not starved by the readers
+
+
+def test_status_watch_redraws_while_a_writer_appends_and_stops_on_ctrl_c(tmp_path):
+    import re
+    import signal
+
+    root = tmp_path / "ws"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(root)], stdout=subprocess.PIPE, text=True
+    )
+    assert writer.stdout.readline().strip() == "ready"
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "sia.cli", "--workspace", str(root), "status", "--watch",
+         "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**__import__("os").environ, "TTY_COMPATIBLE": "1", "COLUMNS": "200"},
+    )  # fmt: skip
+    time.sleep(2.0)
+    watch.send_signal(signal.SIGINT)
+    out, err = watch.communicate(timeout=30)
+    final = int(writer.stdout.read().strip())
+    writer.wait(timeout=30)
+    assert watch.returncode == 0, err
+    # Each redraw shows the live run's event count; they grow as the writer appends.
+    counts = [
+        int(n) for n in re.findall(r"│ live\s*│ running\s*│[^│]*│[^│]*│[^│]*│[^│]*│\s*(\d+)", out)
+    ]
+    assert len(counts) >= 2, out[-2000:]
+    assert counts == sorted(counts) and counts[-1] > counts[0] and counts[-1] <= final
+
+
+def test_status_watch_refuses_json(done_ws):
+    out = sia(done_ws, "status", "--watch", "--json")
+    assert out.exit_code == 2 and "does not combine with --json" in out.output

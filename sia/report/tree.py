@@ -1,0 +1,48 @@
+"""The workspace's runs as a tree: each branch under the run and iteration it started from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ledger import Recorder
+from sia.history import run_state
+
+__all__ = ["RunNode", "run_tree"]
+
+
+@dataclass
+class RunNode:
+    run_id: str
+    parent: str | None
+    parent_seq: int | None
+    at_iteration: int | None  # the parent's iteration the branch starts after
+    mode: str | None
+    status: str
+    iteration: int
+    best_val: float | None
+    branches: list[RunNode] = field(default_factory=list)
+
+
+def run_tree(recorder: Recorder) -> list[RunNode]:
+    """Every run of the ledger, roots in run-id order, branches nested under their parent.
+
+    A branch whose parent is not in this ledger is shown as a root, not dropped.
+    """
+    nodes: dict[str, RunNode] = {}
+    for head in recorder.heads():
+        s = run_state(recorder, head.run_id)
+        nodes[s.run_id] = RunNode(
+            run_id=s.run_id,
+            parent=s.parent[0] if s.parent else None,
+            parent_seq=s.parent[1] if s.parent else None,
+            at_iteration=s.branched_at,
+            mode=s.mode,
+            status=s.status,
+            iteration=s.iteration,
+            best_val=s.best.score if s.best else None,
+        )
+    roots = []
+    for node in nodes.values():
+        parent = nodes.get(node.parent) if node.parent else None
+        (parent.branches if parent else roots).append(node)
+    return roots
