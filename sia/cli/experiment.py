@@ -14,7 +14,8 @@ from rich.table import Table
 
 from sia.cli.live import RunView
 from sia.cli.main import cli, pass_workspace
-from sia.config import AGENTS, BACKENDS
+from sia.cli.options import agent_options
+from sia.config import BACKENDS
 from sia.errors import Interrupted, SiaError
 from sia.experiment import (
     MODES,
@@ -153,30 +154,7 @@ def _display(console: Console, quiet: bool):
 @click.option(
     "--api-key-env", default=None, help="Environment variable holding the endpoint's key."
 )
-@click.option(
-    "--meta-agent",
-    type=click.Choice(AGENTS),
-    default="offline",
-    show_default=True,
-    help="Who writes the initial harness.",
-)
-@click.option(
-    "--feedback-agent",
-    type=click.Choice(AGENTS),
-    default="offline",
-    show_default=True,
-    help="Who chooses edit or train.",
-)
-@click.option(
-    "--agent-model", default="claude-sonnet-5-5", show_default=True, help="Model of claude agents."
-)
-@click.option("--agent-base-url", default=None, help="API root for claude agents (a proxy).")
-@click.option(
-    "--agent-api-key-env",
-    default="ANTHROPIC_API_KEY",
-    show_default=True,
-    help="Environment variable holding the agents' key (read, never stored).",
-)
+@agent_options
 @click.option("--quiet", is_flag=True, help="No progress display; only the final table.")
 @click.option(
     "--json",

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from sia.cli.live import RunView, score_table, summary
 from sia.cli.main import cli, pass_workspace
+from sia.cli.options import agent_options
 from sia.config import AGENTS, BACKENDS, RunConfig
 from sia.history import run_state
 from sia.orchestrator import Orchestrator
@@ -167,30 +168,7 @@ _as_json = click.option(
 @click.option("--max-lora-rank", type=int, default=None, help="vllm [default: fits --lora-rank].")
 @click.option("--gpu-memory-utilization", type=float, default=0.9, show_default=True, help="vllm.")
 @click.option("--algorithm", default=None, help="Force one RL algorithm for every TRAIN.")
-@click.option(
-    "--meta-agent",
-    type=click.Choice(AGENTS),
-    default="offline",
-    show_default=True,
-    help="Who writes the initial harness: offline (the task's template) or claude.",
-)
-@click.option(
-    "--feedback-agent",
-    type=click.Choice(AGENTS),
-    default="offline",
-    show_default=True,
-    help="Who chooses edit or train: offline (named rules) or claude (reads trajectories).",
-)
-@click.option(
-    "--agent-model", default="claude-sonnet-5-5", show_default=True, help="Model of claude agents."
-)
-@click.option("--agent-base-url", default=None, help="API root for claude agents (a proxy).")
-@click.option(
-    "--agent-api-key-env",
-    default="ANTHROPIC_API_KEY",
-    show_default=True,
-    help="Environment variable holding the agents' key (read, never stored).",
-)
+@agent_options
 @click.option("--run-id", default=None, help="Name of the run (default: run-<UTC time>).")
 @_quiet
 @_as_json
