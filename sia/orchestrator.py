@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from harness_repo import ArtifactStore, HarnessRepo, tagged_adapter
+from harness_repo.repo import validate_run_id
 from ledger import NewEvent, Recorder
 from sia.agents.patches import patched
 from sia.config import RunConfig
@@ -97,6 +98,7 @@ class Orchestrator:
     # ── lifecycle ────────────────────────────────────────────────────────────────────────
 
     def start(self, run_id: str, config: RunConfig) -> RunState:
+        validate_run_id(run_id)  # it names a git branch: refused before any event is written
         if self.recorder.head(run_id) is not None:
             raise RunExists(f"run {run_id} already exists (use `sia resume {run_id}`)")
         first = ev.RunStarted(
@@ -113,6 +115,7 @@ class Orchestrator:
         adapter tag, val score); its harness branch starts at that commit. ``config`` may
         change the mode, budget or agents, not the task. Nothing runs: ``resume`` drives it.
         """
+        validate_run_id(run_id)
         if self.recorder.head(run_id) is not None:
             raise RunExists(f"run {run_id} already exists")
         if self.recorder.head(parent_run) is None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from harness_repo.repo import validate_run_id
 from sia.cli.live import RunView, score_table, summary
 from sia.cli.main import cli, pass_workspace
 from sia.cli.options import agent_options
@@ -221,6 +222,8 @@ def run(
         ANTHROPIC_API_KEY=... sia run --meta-agent claude --feedback-agent claude
         sia run --task-dir ./my-task --mode w --iterations 2
     """
+    if run_id is not None:
+        validate_run_id(run_id)  # refused before the workspace is touched
     if task_dir is not None:
         task = f"{DIR_PREFIX}{task_dir.expanduser().resolve()}"
     get_task(task, seed=seed)  # a bad task name or task dir is refused before anything is written

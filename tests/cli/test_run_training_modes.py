@@ -169,3 +169,13 @@ def test_training_on_two_processes_stores_the_single_process_adapter(tmp_path, t
         for tensor_name, tensor in weights["one"].items():
             diff = (tensor - weights[other][tensor_name]).abs().max().item()
             assert diff <= 1e-6, (other, tensor_name)
+
+
+def test_a_run_id_git_cannot_name_is_refused_before_anything_is_written(tmp_path, tiny_model_dir):
+    out = _run(tmp_path / "ws", tiny_model_dir, "h", "--run-id", "w+h")
+    assert out.exit_code == 1 and "run id 'w+h' must be letters" in out.output
+    assert len(out.output.strip().splitlines()) == 1
+    ws = Workspace.open(tmp_path / "ws") if (tmp_path / "ws").exists() else None
+    if ws is not None and ws.ledger_path.exists():
+        with ws.reader() as rec:
+            assert rec.heads() == []
