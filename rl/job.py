@@ -12,6 +12,8 @@ opened by them. One directory per training:
     logprobs arrive bit for bit).
 ``progress``
     one line per finished optimiser step, appended by rank 0 (the orchestrator polls it).
+``steps_total``
+    how many optimiser steps the training will take, written by rank 0 before the first.
 ``result.json``
     the :class:`rl.train.TrainResult` fields, written by rank 0 after the adapter.
 ``error-<rank>.json``
@@ -41,21 +43,25 @@ __all__ = [
     "PROGRESS_FILE",
     "RESULT_FILE",
     "SAMPLES_FILE",
+    "TOTAL_FILE",
     "TrainJob",
     "append_step",
     "read_error",
     "read_job",
     "read_result",
     "read_steps",
+    "read_total",
     "write_error",
     "write_job",
     "write_result",
+    "write_total",
 ]
 
 JOB_FORMAT = "sia-train-job/1"
 JOB_FILE = "job.json"
 SAMPLES_FILE = "samples.jsonl"
 PROGRESS_FILE = "progress"
+TOTAL_FILE = "steps_total"
 RESULT_FILE = "result.json"
 ERROR_PREFIX = "error-"
 
@@ -121,7 +127,7 @@ class TrainJob:
 def write_job(job_dir: Path, job: TrainJob, samples: Iterable[Sample]) -> None:
     """Write ``job.json`` and ``samples.jsonl``, clearing what an earlier run left."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [PROGRESS_FILE, RESULT_FILE, *_error_files(job_dir)]:
+    for stale in [PROGRESS_FILE, TOTAL_FILE, RESULT_FILE, *_error_files(job_dir)]:
         (job_dir / stale).unlink(missing_ok=True)
     with (job_dir / SAMPLES_FILE).open("w") as out:
         for sample in samples:
@@ -197,6 +203,17 @@ def read_error(job_dir: Path) -> RLError | None:
             return RLError(data["message"])
         return RLError(f"training worker failed: {data['type']}: {data['message']}")
     return None
+
+
+def write_total(job_dir: Path, total: int) -> None:
+    """Rank 0's announcement of how many steps the training takes."""
+    _write_json(job_dir / TOTAL_FILE, total)
+
+
+def read_total(job_dir: Path) -> int | None:
+    """The announced number of steps, or None before rank 0 has prepared its items."""
+    path = job_dir / TOTAL_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def append_step(job_dir: Path, step: int) -> None:

@@ -28,7 +28,7 @@ import rl
 from rl.algorithms.base import AlgorithmConfig
 from rl.data import Sample
 from rl.errors import RLConfigError, RLError
-from rl.job import TrainJob, read_error, read_result, read_steps, write_job
+from rl.job import TrainJob, read_error, read_result, read_steps, read_total, write_job
 from rl.lora import LoraSettings
 from rl.registry import algorithm_config, get_algorithm
 
@@ -63,6 +63,7 @@ def train_distributed(
     shard_base: bool = False,
     timeout: float = 6 * 3600,
     on_step: Callable[[int], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train like :func:`rl.train.train_lora`, on ``processes`` data-parallel workers.
 
@@ -74,7 +75,8 @@ def train_distributed(
 
     ``on_step(n)`` is called here as rank 0 reports step ``n`` (polled, so possibly late and
     several at once); an exception it raises stops the workers and propagates, as does
-    reaching ``timeout`` seconds (RLError).
+    reaching ``timeout`` seconds (RLError). ``on_start(total)`` hears rank 0's step count
+    once it is known.
 
     Raises RLConfigError for a bad algorithm or setting (checked before anything starts)
     and RLError for whatever made a worker fail, with that failure's one-line message.
@@ -107,7 +109,7 @@ def train_distributed(
         shard_base=shard_base,
     )
     write_job(job_dir, job, samples)
-    returncode = _run(job_dir, _command(job_dir, processes), timeout, on_step)
+    returncode = _run(job_dir, _command(job_dir, processes), timeout, on_step, on_start)
     found = read_result(job_dir)
     if returncode != 0 or found is None:
         raise read_error(job_dir) or RLError(
@@ -155,6 +157,7 @@ def _run(
     command: list[str],
     timeout: float,
     on_step: Callable[[int], None] | None,
+    on_start: Callable[[int], None] | None = None,
 ) -> int:
     """Run the launcher, relaying progress; stop its whole process group on any exit."""
     env = dict(os.environ)
@@ -173,6 +176,9 @@ def _run(
         try:
             while True:
                 finished = process.poll() is not None
+                if on_start is not None and (total := read_total(job_dir)) is not None:
+                    on_start(total)
+                    on_start = None
                 reported = _relay(job_dir, reported, on_step)
                 if finished:
                     return process.returncode

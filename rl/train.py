@@ -93,6 +93,7 @@ def train_lora(
     on_step: Callable[[int], None] | None = None,
     world: World | None = None,
     shard_base: bool = False,
+    on_start: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train a LoRA on ``samples`` with ``algorithm`` and save it to ``out_dir``.
 
@@ -103,7 +104,8 @@ def train_lora(
     directory (its own LoRA settings win over ``lora``; a saved value head is reused).
 
     ``on_step(n)`` is called after optimiser step ``n``; an exception it raises stops
-    training there (a caller's cancellation) and propagates.
+    training there (a caller's cancellation) and propagates. ``on_start(total)`` is called
+    once, when the items are prepared, with the number of steps to come (for an ETA).
 
     Data parallel: when ``torch.distributed`` is initialised with several processes (or a
     ``world`` is given), every rank must make this same call; each step's micro-batches are
@@ -153,6 +155,8 @@ def train_lora(
         if world is not None:
             # Independent LoRA-dropout masks per rank; init and prepare above drew the same.
             torch.manual_seed(seed + _RANK_SEED_STRIDE * world.rank)
+        if on_start is not None:
+            on_start(resolved.epochs * math.ceil(len(items) / resolved.minibatch_size))
         metrics = _fit(algo, policy, items, resolved, seed, on_step, world)
         train_seconds = time.perf_counter() - prepared
     peft_model.eval()

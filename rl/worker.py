@@ -34,7 +34,7 @@ def run_job(job_dir: Path) -> None:
     import torch
 
     from rl.distributed import init_from_env
-    from rl.job import append_step, read_job, write_result
+    from rl.job import append_step, read_job, write_result, write_total
     from rl.train import train_lora
 
     job, samples = read_job(job_dir)
@@ -61,6 +61,7 @@ def run_job(job_dir: Path) -> None:
         out_dir=job.out_dir,
         device=device,
         on_step=(lambda step: append_step(job_dir, step)) if main_rank else None,
+        on_start=(lambda total: write_total(job_dir, total)) if main_rank else None,
         world=world,
         shard_base=job.shard_base,
     )

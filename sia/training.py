@@ -151,11 +151,12 @@ class LoRATrainer:
         out = self._root / f"{request.run_id}-{request.iteration}"
         shutil.rmtree(out, ignore_errors=True)
         cancelled = threading.Event()
+        planned: dict[str, int] = {}
 
         def step_done(step: int) -> None:
             crash_point("after-train-step")
             if self._progress is not None:
-                self._progress(step, None)
+                self._progress(step, planned.get("steps"))
             if cancelled.is_set():
                 raise TrainingCancelled(f"training stopped after step {step}")
 
@@ -173,6 +174,7 @@ class LoRATrainer:
                 out_dir=out,
                 device=self._device,
                 on_step=step_done,
+                on_start=lambda total: planned.update(steps=total),
             )
 
         def fit_distributed() -> Any:
@@ -195,6 +197,7 @@ class LoRATrainer:
                 device=self._device,
                 shard_base=self._shard_base,
                 on_step=step_done,
+                on_start=lambda total: planned.update(steps=total),
             )
 
         try:

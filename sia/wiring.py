@@ -176,7 +176,7 @@ def open_components(
     """The components for ``config``, with the model gateway served while the block runs.
 
     ``progress(done, total)`` hears about finished episodes and training steps (a CLI
-    progress bar; ``total`` is None for training, whose step count the trainer decides).
+    progress bar; a training's ``total`` is None until it has prepared its items).
     """
     from tasks import get_task
 

@@ -49,7 +49,16 @@ def test_a_sharded_base_on_one_process_is_refused_before_anything_is_written(
 
 
 @pytest.mark.slow
-def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_model_dir):
+def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_model_dir, monkeypatch):
+    from sia.cli.live import RunView
+
+    shown: list[tuple[int, int | None]] = []
+    original = RunView.episodes
+    monkeypatch.setattr(
+        RunView,
+        "episodes",
+        lambda view, done, total: (shown.append((done, total)), original(view, done, total)),
+    )
     ws = tmp_path / "ws"
     out = _run(ws, tiny_model_dir, "w", "--algorithm", "bon_bc")
     assert out.exit_code == 0, out.output
@@ -70,6 +79,11 @@ def test_mode_w_trains_tags_and_serves_an_adapter(tmp_path, tiny_model_dir):
     manifest = workspace.repo().adapter_manifest(tag)
     assert manifest["algorithm"] == "bon_bc" and manifest["config"]["lora"]["rank"] == 8
     assert workspace.artifacts().exists(manifest["sha256"])
+    # The progress bar followed the training's steps against their announced total.
+    steps = manifest["metrics"]["steps"]
+    assert [(s, t) for s, t in shown if t == steps][-steps:] == [
+        (i, steps) for i in range(1, steps + 1)
+    ]
     # The candidate was evaluated with its adapter applied to every call.
     assert evals and {c.adapter_tag for c in evals} == {tag}
     _reloaded_adapter_reproduces_its_eval(workspace, tiny_model_dir, tag, evals)

@@ -53,9 +53,18 @@ def tensors(directory):
 def test_two_ranks_train_the_single_process_adapter(algorithm, base_dir, tmp_path):
     model, tokenizer = load_base(base_dir)
     samples = sample(model, seed=1, group_size=4)
+    planned: list[int] = []
     single = train_lora(
-        model, tokenizer, samples, algorithm, config=CONFIG, seed=3, out_dir=tmp_path / "one"
+        model,
+        tokenizer,
+        samples,
+        algorithm,
+        config=CONFIG,
+        seed=3,
+        out_dir=tmp_path / "one",
+        on_start=planned.append,
     )
+    assert planned == [single.metrics["steps"]]
     steps: list[int] = []
     result = train_distributed(
         tmp_path / "job",
@@ -67,6 +76,7 @@ def test_two_ranks_train_the_single_process_adapter(algorithm, base_dir, tmp_pat
         seed=3,
         threads=1,
         on_step=steps.append,
+        on_start=planned.append,
     )
 
     assert result.path == tmp_path / "job" / "adapter"
@@ -78,6 +88,7 @@ def test_two_ranks_train_the_single_process_adapter(algorithm, base_dir, tmp_pat
     assert any(float(v.abs().max()) > 0 for k, v in got.items() if "lora_B" in k)  # trained
 
     assert steps == list(range(1, single.metrics["steps"] + 1))
+    assert planned == [single.metrics["steps"]] * 2  # announced once, before the steps
     # Only rank 0 reports: one progress line per step, not one per rank.
     assert (tmp_path / "job" / PROGRESS_FILE).read_text().split() == [str(s) for s in steps]
     assert not list((tmp_path / "job").glob("error-*.json"))
