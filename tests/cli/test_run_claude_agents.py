@@ -225,6 +225,19 @@ def test_the_api_key_is_sent_but_never_stored(claude_run):
     repo = pygit2.Repository(str(ws / "harness.git"))
     for oid in repo.odb:
         assert KEY.encode() not in repo.odb.read(oid)[1]
+    # Nor in what the run's outputs carry away: its report, its exported calls.
+    shared = ws.parent / "outputs"
+    shared.mkdir(exist_ok=True)
+    for args in (
+        ["report", "r", "--out", str(shared / "r.html")],
+        ["export", "r", "--out", str(shared / "r.jsonl")],
+        ["export", "r", "--out", str(shared / "r.parquet")],
+    ):
+        out = CliRunner().invoke(cli, ["-w", str(ws), *args])
+        assert out.exit_code == 0, out.output
+        assert KEY not in out.output
+    for path in shared.iterdir():
+        assert path.stat().st_size > 0 and KEY.encode() not in path.read_bytes(), path
 
 
 @pytest.mark.slow
