@@ -16,7 +16,8 @@ install: $(STAMP)
 
 ## Headless Chromium (Debian), which the report test renders pages with.
 chromium:
-	@command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)
+	@command -v chromium >/dev/null || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
 ## The main job: a short self-improvement run on the embedded model, offline.
 demo: install
