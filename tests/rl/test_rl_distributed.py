@@ -138,6 +138,23 @@ def test_a_sharded_base_trains_the_single_process_adapter(algorithm, base_dir, t
     assert per_rank < 0.6 * whole
 
 
+def test_a_sharded_base_continues_an_adapter_like_one_process(base_dir, tmp_path):
+    """Ranks other than 0 load the adapter onto a meta skeleton; rank 0's values win."""
+    model, tokenizer = load_base(base_dir)
+    samples = sample(model, seed=1, group_size=4)
+    first = train_lora(model, tokenizer, samples, "grpo", config=CONFIG, out_dir=tmp_path / "a")
+    model, tokenizer = load_base(base_dir)
+    again = dict(config=CONFIG, seed=4, init_adapter=first.path)
+    train_lora(model, tokenizer, samples, "grpo", out_dir=tmp_path / "one", **again)
+    result = train_distributed(
+        tmp_path / "job", 2, samples=samples, algorithm="grpo", base_model=base_dir,
+        threads=1, shard_base=True, **again,
+    )  # fmt: skip
+    expected, got = tensors(tmp_path / "one"), tensors(result.path)
+    assert set(got) == set(expected)
+    assert max(float((got[k] - expected[k]).abs().max()) for k in expected) == 0.0
+
+
 def test_sharding_needs_several_ranks(pretrained, base_dir, tmp_path):
     import copy
 
