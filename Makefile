@@ -5,7 +5,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install chromium demo test test-fast lint fmt bench clean
+.PHONY: install chromium demo test test-fast faults lint fmt bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ test: install chromium
 ## Everything but the tests marked slow.
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+## The fault suite alone: injects every fault of tests/faults/ and prints what was contained.
+faults: install
+	$(BIN)/python -m pytest tests/faults
 
 lint: install
 	$(BIN)/ruff check .
