@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Hashable, Iterable
 
-from ledger import Recorder
+from ledger import EpisodeRow, Recorder
 from statemachine import events as ev
 from statemachine.replay import envelopes
 from statemachine.state import Envelope
 
-__all__ = ["RECORDED_ONCE", "difference", "event_keys", "run_loss"]
+__all__ = ["RECORDED_ONCE", "difference", "episode_keys", "event_keys", "run_loss"]
 
 #: What a run records once per iteration (``Evaluated`` once per split and candidate).
 RECORDED_ONCE: tuple[type, ...] = (
@@ -45,6 +45,11 @@ def event_keys(history: Iterable[Envelope]) -> list[tuple[str, int, str | None]]
         for e in history
         if isinstance(e.event, RECORDED_ONCE)
     ]
+
+
+def episode_keys(rows: Iterable[EpisodeRow]) -> list[tuple[int, str, str, str]]:
+    """One key per episode result: which iteration, purpose, split and item it scored."""
+    return [(row.iteration, row.purpose, row.split, row.item_id) for row in rows]
 
 
 def run_loss(recorder: Recorder, run_id: str, expected: Iterable[Envelope]) -> tuple[int, int]:

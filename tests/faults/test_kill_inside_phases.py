@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from ledger import DuckDBRecorder
-from tests.cli.test_run_interrupt import _run_args, _sia, _structure
+from tests.faults.test_run_interrupt import _loss, _run_args, _sia, _structure
 
 ANY_NUMBER = "tests.support.any_number"
 
@@ -49,7 +49,7 @@ def whole(tmp_path_factory, tiny_model_dir):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("phase", "point"), KILLS, ids=[phase for phase, _ in KILLS])
-def test_a_kill_inside_a_phase_is_resumed_exactly_once(tmp_path, whole, phase, point):
+def test_a_kill_inside_a_phase_is_resumed_exactly_once(tmp_path, faults, whole, phase, point):
     whole_ws, common = whole
     ws = tmp_path / "ws"
     os.environ["SIA_CRASH_AT"] = point
@@ -59,11 +59,14 @@ def test_a_kill_inside_a_phase_is_resumed_exactly_once(tmp_path, whole, phase, p
     finally:
         del os.environ["SIA_CRASH_AT"]
     assert code == -9, died.stderr.read().decode()
+    injection = faults.inject(f"SIGKILL inside {phase} ({point})")
     state, _, _ = _structure(ws)
     assert state.phase.value == phase  # the kill landed inside the phase under test
     before = _rows(ws)
     resumed = _sia(ws, "resume", "r", "--quiet", module=ANY_NUMBER)
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()
+    injection.account(*_loss(ws, whole_ws))
+    assert (injection.lost, injection.duplicates) == (0, 0)
     state, shape, _ = _structure(ws)
     _, expected, _ = _structure(whole_ws)
     assert state.status == "done" and shape == expected

@@ -19,6 +19,7 @@ from sia.history import run_state
 from sia.workspace import Workspace
 from statemachine import events as ev
 from statemachine.replay import envelopes
+from tests.faults.accounting import difference, episode_keys, run_loss
 
 
 def _sia(ws, *args, module="sia.cli", **kw):
@@ -58,13 +59,24 @@ def _structure(ws):
     return state, shape, events
 
 
+def _loss(ws, whole_ws) -> tuple[int, int]:
+    """Events and episode results the resumed run lacks or holds twice, against ``whole``."""
+    with DuckDBRecorder(whole_ws / "ledger.duckdb", read_only=True) as recorder:
+        history = list(envelopes(recorder.read("r")))
+        wanted = episode_keys(recorder.read_episodes("r"))
+    with DuckDBRecorder(ws / "ledger.duckdb", read_only=True) as recorder:
+        lost, duplicates = run_loss(recorder, "r", history)
+        missing, doubled = difference(wanted, episode_keys(recorder.read_episodes("r")))
+    return lost + missing, duplicates + doubled
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "phase", "signum"),
     [("h", "ROLLOUT", signal.SIGINT), ("w", "TRAIN", signal.SIGINT), ("h", "EVAL", signal.SIGTERM)],
 )
 def test_a_stopped_run_exits_130_and_resumes_to_the_same_result(
-    tmp_path, tiny_model_dir, mode, phase, signum
+    tmp_path, faults, tiny_model_dir, mode, phase, signum
 ):
     common = [*_run_args(tiny_model_dir, mode), "--batch-size", "3", "--seed", "2"]
     whole = _sia(tmp_path / "whole", *common, "--run-id", "r", "--quiet")
@@ -78,6 +90,7 @@ def test_a_stopped_run_exits_130_and_resumes_to_the_same_result(
         assert time.monotonic() < deadline, f"never saw {phase} of iteration 1"
         time.sleep(0.02)
     process.send_signal(signum)
+    injection = faults.inject(f"{signal.Signals(signum).name} during {phase} of a {mode} run")
     code = process.wait(timeout=120)
     err = process.stderr.read().decode().strip().splitlines()
     assert code == 130, "\n".join(err)
@@ -90,6 +103,8 @@ def test_a_stopped_run_exits_130_and_resumes_to_the_same_result(
     assert len(stops) == 1 and stops[0].signal == name and stops[0].iteration == 1
     resumed = _sia(ws, "resume", "r", "--quiet")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()
+    injection.account(*_loss(ws, tmp_path / "whole"))
+    assert (injection.lost, injection.duplicates) == (0, 0)
     state, shape, events = _structure(ws)
     _, expected, _ = _structure(tmp_path / "whole")
     assert state.status == "done" and state.interruptions == 1

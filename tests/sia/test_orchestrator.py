@@ -1,5 +1,4 @@
 import subprocess
-import sys
 
 import pytest
 
@@ -122,55 +121,6 @@ def test_forced_algorithm_is_recorded_with_the_agents_choice(ws):
     assert decision.algorithm == "dpo"
     assert "forced by the run config" in decision.algorithm_reason
     assert "grpo" in decision.algorithm_reason
-
-
-def _run(ws, *args, crash_at=None):
-    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": "."}
-    if crash_at:
-        env["SIA_CRASH_AT"] = crash_at
-    return subprocess.run(
-        [sys.executable, "-m", "tests.support.run_scripted", str(ws.root), "r1", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-
-
-@pytest.mark.parametrize(
-    ("crash_at", "adopted"),
-    [
-        ("after-commit:1", "adopted commit"),  # initial harness
-        ("after-commit:2", "adopted commit"),  # first edit
-        ("after-tag:1", "adopted adapter tag lora/r1/2"),
-        ("after-artifact:1", None),  # no tag yet: training runs again
-    ],
-)
-def test_kill_between_effect_and_event_then_resume_does_it_once(ws, crash_at, adopted):
-    died = _run(ws, "--mode", "w+h", "--iterations", "3", crash_at=crash_at)
-    assert died.returncode == -9, died.stderr
-    resumed = _run(ws, "--mode", "w+h", "--resume")
-    assert resumed.returncode == 0, resumed.stderr
-    with ws.reader() as rec:
-        state = run_state(rec, "r1")
-        records = rec.read("r1")
-        assert audit_run(rec, ws.repo(), ws.artifacts(), "r1").ok
-    assert state.status == "done"
-    assert structure(state) == structure(
-        __import__("statemachine").fold("r1", simulate("r1", iterations=3, mode="w+h"))
-    )
-    events = [e.event for e in envelopes(records)]
-    commits = [e.commit for e in events if isinstance(e, ev.HarnessCommitted)]
-    assert len(commits) == len(set(commits)) == 1 + 2  # initial + edits in iterations 1 and 3
-    all_commits = git(ws, "rev-list", "--all").split()
-    assert sorted(all_commits) == sorted(commits)  # nothing duplicated in git either
-    tags = [e.tag for e in events if isinstance(e, ev.AdapterTagged)]
-    assert tags == ["lora/r1/2"] == ws.repo().adapter_tags("r1")
-    resumed_event = next(e for e in events if isinstance(e, ev.RunResumed))
-    if adopted:
-        assert any(n.startswith(adopted) for n in resumed_event.reconciled)
-        assert sum(getattr(e, "adopted", False) for e in events) == 1
-    else:
-        assert resumed_event.reconciled == ()
 
 
 @pytest.mark.parametrize(("mode", "group", "temperature"), [("h", 1, None), ("w+h", 4, 1.0)])
