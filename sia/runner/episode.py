@@ -5,7 +5,8 @@ a stripped environment. It reads one JSON job on stdin::
 
     {"item": {...public item...}, "config": {...harness.json...},
      "base_url": "http://127.0.0.1:<port>/v1", "token": "...",
-     "memory_mb": 2048, "cpu_seconds": 65, "request_timeout": 60.0}
+     "memory_mb": 2048, "cpu_seconds": 65, "file_mb": 64, "open_files": 512,
+     "max_processes": 1400, "request_timeout": 60.0}
 
 and prints one JSON line on stdout: ``{"ok": true, "answer": "..."}`` or
 ``{"ok": false, "reason": "..."}``. Anything the harness itself prints goes to stderr, so
@@ -31,6 +32,7 @@ harness code and must not pull in the project (whose task modules can rebuild th
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.util
 import json
 import os
@@ -57,9 +59,11 @@ def main(argv: list[str]) -> int:
     os.dup2(2, 1)
     if len(argv) != 2:
         return _report(result, {"ok": False, "reason": "usage: episode.py <harness_dir>"})
+    file_mb = None
     try:
         job = json.loads(sys.stdin.read())
-        _limit(int(job["memory_mb"]), int(job["cpu_seconds"]))
+        file_mb = int(job["file_mb"])
+        _limit(job)
         _seal()
         guard = _load_guard()
         client = _client(job)
@@ -77,6 +81,10 @@ def main(argv: list[str]) -> int:
         return _report(result, {"ok": False, "reason": "harness ran out of memory"})
     except BaseException as error:
         traceback.print_exc()
+        if isinstance(error, OSError) and error.errno == errno.EFBIG:
+            # Only when the harness put SIGXFSZ back to "ignore" (see ``_limit``).
+            reason = f"harness wrote a file past its {file_mb} MB file-size limit"
+            return _report(result, {"ok": False, "reason": reason})
         return _report(result, {"ok": False, "reason": _describe(error)})
     if answer is None:
         answer = ""
@@ -123,13 +131,36 @@ def _load_guard() -> Any:
     return _guard_module
 
 
-def _limit(memory_mb: int, cpu_seconds: int) -> None:
-    import resource
+def _limit(job: dict[str, Any]) -> None:
+    """Set this process's resource limits (soft and hard alike) from the job.
 
-    memory = memory_mb * 1024 * 1024
-    resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
-    resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds))
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    ``RLIMIT_NPROC`` is a weak bound, kept as a backstop only: the kernel counts all tasks
+    (threads too) of the *user*, and does not enforce it at all for root or a process with
+    ``CAP_SYS_RESOURCE``. What stops a harness from spawning is the guard (every spawn
+    call) and, with Landlock, the kernel refusing to ``exec`` anything but Python.
+    """
+    import resource
+    import signal
+
+    mb = 1024 * 1024
+    bounds = [
+        (resource.RLIMIT_AS, int(job["memory_mb"]) * mb),
+        (resource.RLIMIT_CPU, int(job["cpu_seconds"])),
+        (resource.RLIMIT_CORE, 0),
+        (resource.RLIMIT_FSIZE, int(job["file_mb"]) * mb),
+        (resource.RLIMIT_NOFILE, int(job["open_files"])),
+    ]
+    if int(job["max_processes"]) > 0 and hasattr(resource, "RLIMIT_NPROC"):
+        bounds.append((resource.RLIMIT_NPROC, int(job["max_processes"])))
+    for kind, value in bounds:
+        hard = resource.getrlimit(kind)[1]
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)  # only a privileged process may raise a hard limit
+        resource.setrlimit(kind, (value, value))
+    # CPython ignores SIGXFSZ, so a write past RLIMIT_FSIZE would only raise EFBIG, which a
+    # harness can catch and carry on; the default action ends the episode at that write.
+    if hasattr(signal, "SIGXFSZ"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
 
 
 def _seal() -> None:

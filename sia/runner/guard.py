@@ -54,9 +54,12 @@ An episode process therefore runs under two layers:
    episode fails (``sandbox: cannot confine the episode``) rather than run unconfined.
 
 Still separate (issue-level hardening, not done here): a network namespace (Landlock does
-not cover UDP or the destination host of TCP), a seccomp filter, a separate user id (the
-orchestrator may run as root, and the harness as the same user: Landlock confines root too,
-but ``stat`` and other metadata calls stay open), cgroup memory/pids limits.
+not cover UDP or the destination host of TCP; but a fresh namespace has a loopback of its
+own, so the episode would reach the gateway only through a relay over a UNIX socket, which
+the gateway does not offer), a seccomp filter, a separate user id (the orchestrator may run
+as root, and the harness as the same user: Landlock confines root too, but ``stat`` and
+other metadata calls stay open, and ``RLIMIT_NPROC`` binds no root), cgroup memory/pids
+limits.
 
 This module imports only the standard library (``ctypes`` lazily, for Landlock): the
 episode process loads it by path, next to untrusted code, without importing the project.
@@ -76,6 +79,7 @@ from typing import Any
 
 __all__ = [
     "LOST_CHANNEL_EXIT",
+    "PROJECT_PACKAGES",
     "SYSTEM_READ_PATHS",
     "Policy",
     "apply_landlock",
@@ -121,6 +125,9 @@ SYSTEM_READ_PATHS: tuple[str, ...] = (
     "/dev/zero",
 )
 _DEV_NULL = "/dev/null"
+# The project's own packages. Installed without ``-e`` they sit in site-packages, which an
+# episode may read; task code there could rebuild an item's label, so they are cut out.
+PROJECT_PACKAGES = ("sia", "statemachine", "harness_repo", "ledger", "rl", "tasks")
 # Only Landlock needs these: the dynamic loader maps libc, libssl, ... before Python runs.
 _LOADER_READ_PATHS = ("/usr", "/lib", "/lib64", "/lib32", "/libx32", "/etc/ld.so.cache")
 
@@ -208,7 +215,7 @@ def episode_policy(
     pid = os.getpid()
     read = [
         os.fspath(harness_dir),
-        *python,
+        *excluding(_unique(python), project_folders()),
         *SYSTEM_READ_PATHS,
         _DEV_NULL,
         f"/proc/{pid}",
@@ -726,6 +733,38 @@ def _elf_interpreter(executable: str) -> list[str]:
     except (OSError, ValueError):
         return []
     return []
+
+
+def project_folders() -> tuple[str, ...]:
+    """Where this project's packages are installed (this file is ``<root>/sia/runner/``)."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
+    return tuple(
+        os.path.join(root, name)
+        for name in PROJECT_PACKAGES
+        if os.path.isfile(os.path.join(root, name, "__init__.py"))
+    )
+
+
+def excluding(roots: Iterable[str], hidden: Iterable[str]) -> list[str]:
+    """``roots`` with every ``hidden`` folder cut out of them.
+
+    Landlock rules only add access, so a root that holds a hidden folder is replaced by its
+    other entries, level by level down to the hidden folder's siblings.
+    """
+    hidden = tuple(hidden)
+    kept: list[str] = []
+    for root in roots:
+        if root in hidden:
+            continue
+        if not any(h.startswith(root.rstrip("/") + "/") for h in hidden):
+            kept.append(root)
+            continue
+        try:
+            entries = sorted(os.listdir(root))
+        except OSError:
+            continue
+        kept += excluding([os.path.join(root, entry) for entry in entries], hidden)
+    return kept
 
 
 def _unique(paths: Iterable[str]) -> tuple[str, ...]:

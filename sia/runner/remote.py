@@ -18,14 +18,13 @@ import base64
 import contextlib
 import hmac
 import itertools
-import shutil
 import socket
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +46,7 @@ from sia.runner.sandbox import (
     landlock_available,
     run_episode_process,
 )
+from sia.runner.scratch import remove_scratch
 
 __all__ = ["EpisodeWorker", "RemoteEpisodes"]
 
@@ -71,7 +71,10 @@ class EpisodeWorker:
     """Run episodes sent by an orchestrator and relay their model calls to its gateway.
 
     ``POST /episodes`` (bearer ``token``) takes ``{"harness": {path: base64}, "job": ...,
-    "limits": {"timeout_s", "memory_mb"}}`` and answers the episode's
+    "limits": {"timeout_s", "memory_mb", ...}}`` (any field of
+    :class:`~sia.runner.sandbox.EpisodeLimits`; a missing one takes its default, an
+    unknown one is ignored, so orchestrators and workers of other versions still agree)
+    and answers the episode's
     :class:`~sia.runner.sandbox.ProcessOutcome` as JSON. ``/relay/v1/...`` is the episode's
     ``base_url``: it answers only on the worker's 127.0.0.1 socket (one of its own when
     ``host`` is another address), for tokens of episodes running here, so the sandbox's
@@ -246,12 +249,8 @@ class EpisodeWorker:
                 with self._lock:
                     self._relays.pop(token, None)
         finally:
-            # The harness folder is read-only (see ``_write_harness``); open it to delete.
-            for path in [root, *root.rglob("*")]:
-                if path.is_dir() and not path.is_symlink():
-                    with contextlib.suppress(OSError):
-                        path.chmod(0o700)
-            shutil.rmtree(root, ignore_errors=True)
+            # The harness folder is read-only (see ``_write_harness``); this opens it too.
+            remove_scratch(root)
 
     async def _relay(self, request: Request) -> Response:
         # Only connections to the loopback socket: nothing off this machine reaches it.
@@ -319,7 +318,7 @@ class RemoteEpisodes:
             body = {
                 "harness": _read_harness(harness_dir),
                 "job": job,
-                "limits": {"timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb},
+                "limits": asdict(limits),
             }
             reply = self._client.post(
                 f"{worker}/episodes",
@@ -366,10 +365,18 @@ def _parse_episode(body: Any) -> tuple[dict[str, bytes], dict[str, Any], Episode
     if not isinstance(job.get("token"), str) or not isinstance(job.get("base_url"), str):
         raise ValueError("the job needs a token and a base_url")
     harness = {str(name): base64.b64decode(data, validate=True) for name, data in files.items()}
-    timeout_s, memory_mb = float(limits["timeout_s"]), int(limits["memory_mb"])
-    if timeout_s <= 0 or memory_mb < 64:
-        raise ValueError("limits out of range")
-    return harness, job, EpisodeLimits(timeout_s, memory_mb)
+    return harness, job, _limits(limits)
+
+
+def _limits(sent: dict[str, Any]) -> EpisodeLimits:
+    """The limits an orchestrator sent; ``timeout_s`` and ``memory_mb`` are required."""
+    optional = {
+        field.name: int(sent[field.name])
+        for field in fields(EpisodeLimits)
+        if field.name not in ("timeout_s", "memory_mb") and field.name in sent
+    }
+    # Out-of-range values raise ValueError: a malformed request.
+    return EpisodeLimits(float(sent["timeout_s"]), int(sent["memory_mb"]), **optional)
 
 
 def _read_harness(harness_dir: Path) -> dict[str, str]:

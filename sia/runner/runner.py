@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -32,6 +32,7 @@ from sia.runner.sandbox import (
     landlock_available,
     run_episode_process,
 )
+from sia.runner.scratch import remove_scratch
 
 if TYPE_CHECKING:
     from sia.runner.remote import RemoteEpisodes
@@ -111,6 +112,8 @@ class HarnessRunner:
     loaded, where the platform allows; ``fork_server=False`` starts a fresh interpreter per
     episode instead. :meth:`close` (or leaving the ``with`` block) stops the server.
     With ``remote``, episodes run on remote workers instead (see ``remote.py``).
+    ``limits`` bounds each episode's files, processes and scratch folder (its ``timeout_s``
+    and ``memory_mb`` give way to ``episode_timeout`` and ``memory_mb``).
     """
 
     def __init__(
@@ -127,6 +130,7 @@ class HarnessRunner:
         progress: Callable[[int, int], None] | None = None,
         fork_server: bool = True,
         remote: RemoteEpisodes | None = None,
+        limits: EpisodeLimits | None = None,
     ) -> None:
         if concurrency < 1:
             raise RunnerError(f"concurrency must be >= 1, got {concurrency}")
@@ -143,7 +147,7 @@ class HarnessRunner:
         self._concurrency = concurrency
         self._episode_timeout = episode_timeout
         self._rollout_timeout = rollout_timeout
-        self._memory_mb = memory_mb
+        self._limits = replace(limits or EpisodeLimits(), memory_mb=memory_mb)
         self._budget = budget or EpisodeBudget()
         self._progress = progress
         self._live = LiveProcesses()
@@ -394,7 +398,7 @@ class HarnessRunner:
             job = build_job(
                 self._task.public_item(episode.item_id), config, base_url, token, timeout
             )
-            limits = EpisodeLimits(timeout, self._memory_mb)
+            limits = replace(self._limits, timeout_s=timeout)
             if self._remote is not None:
                 outcome = self._remote.run(harness_dir, job, limits)
             else:
@@ -403,6 +407,8 @@ class HarnessRunner:
                 )
         finally:
             self._gateway.release_episode(token)
+            # The quota bounds one episode; without this, a long rollout would add them up.
+            remove_scratch(scratch)
         if outcome.status != "ok" or outcome.answer is None:
             return EpisodeOutcome(
                 episode.episode_id,

@@ -5,6 +5,10 @@ folder, scratch and the Python installation, process spawning and non-loopback s
 Linux with Landlock the kernel enforces the same file allowlist (see ``guard``). Every
 refusal reaches the result pipe as a ``{"violation": ...}`` line, and any such line fails
 the episode with a ``sandbox`` reason, whatever the harness did with the error.
+
+The process limits (:class:`EpisodeLimits`) are set by the episode itself before the
+harness loads (``episode._limit``); the scratch quota is watched from here
+(``scratch.ScratchWatch``), since no per-process limit bounds the sum of many files.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +31,7 @@ from sia.runner import episode as _episode_module
 from sia.runner import guard as _guard
 from sia.runner.errors import RunnerError
 from sia.runner.forkserver import ForkedProcess, ForkServer
+from sia.runner.scratch import ScratchWatch
 
 __all__ = [
     "EpisodeLimits",
@@ -48,17 +53,58 @@ _KEPT = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 LANDLOCK_SWITCH = "SIA_EPISODE_LANDLOCK"
 
 
+# The smallest bounds that still let an interpreter with the client stack start (memory,
+# descriptors) or mean anything at all (the rest).
+_LEAST = {
+    "memory_mb": 64,
+    "file_mb": 1,
+    "open_files": 32,
+    "processes": 1,
+    "scratch_mb": 1,
+    "scratch_files": 1,
+}
+
+
 @dataclass(frozen=True)
 class EpisodeLimits:
-    """Per-episode bounds: wall clock, CPU seconds and address space."""
+    """Per-episode bounds; out-of-range values raise :class:`ValueError`.
+
+    ``timeout_s`` wall clock (and CPU seconds, see :attr:`cpu_seconds`); ``memory_mb``
+    address space; ``file_mb`` the largest file it may write; ``open_files`` descriptors
+    open at once; ``processes`` threads and processes it may add to what the machine runs
+    when it starts (see ``episode._limit`` for what that bound is worth); ``scratch_mb`` and
+    ``scratch_files`` what its scratch folder may hold at any time.
+    """
 
     timeout_s: float = 60.0
     memory_mb: int = 2048
+    file_mb: int = 64
+    open_files: int = 512
+    processes: int = 128
+    scratch_mb: int = 256
+    scratch_files: int = 10_000
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {self.timeout_s}")
+        for name, least in _LEAST.items():
+            if getattr(self, name) < least:
+                raise ValueError(f"{name} must be >= {least}, got {getattr(self, name)}")
 
     @property
     def cpu_seconds(self) -> int:
         # CPU time can only be shorter than wall time; the margin covers interpreter start.
         return int(self.timeout_s) + 5
+
+    def job_fields(self) -> dict[str, int]:
+        """The process limits as the episode process reads them from its job."""
+        return {
+            "memory_mb": self.memory_mb,
+            "cpu_seconds": self.cpu_seconds,
+            "file_mb": self.file_mb,
+            "open_files": self.open_files,
+            "max_processes": _process_ceiling(self.processes),
+        }
 
 
 @dataclass(frozen=True)
@@ -85,6 +131,21 @@ def episode_env(scratch: Path) -> dict[str, str]:
         NO_PROXY="127.0.0.1,localhost",
     )
     return env
+
+
+def _process_ceiling(extra: int) -> int:
+    """``RLIMIT_NPROC`` for an episode: room for ``extra`` more threads and processes.
+
+    The kernel counts every task of the episode's *user* against that limit, not the
+    episode's own, so a small fixed number would leave an episode no thread at all when its
+    user already runs many. The machine's whole task count (``/proc/loadavg``) bounds the
+    user's from above; 0 (no limit) where it cannot be read.
+    """
+    try:
+        with open("/proc/loadavg", encoding="ascii") as file:
+            return int(file.read().split()[3].split("/")[1]) + extra
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def landlock_available() -> bool:
@@ -167,9 +228,7 @@ def run_episode_process(
     fresh interpreter is started. The sandbox and the outcome are the same either way.
     ``live`` registers the process while it runs.
     """
-    payload = json.dumps(
-        {**job, "memory_mb": limits.memory_mb, "cpu_seconds": limits.cpu_seconds}
-    ).encode("utf-8")
+    payload = json.dumps({**job, **limits.job_fields()}).encode("utf-8")
     started = time.perf_counter()
     process: subprocess.Popen[bytes] | ForkedProcess | None = None
     try:
@@ -194,6 +253,35 @@ def run_episode_process(
         return ProcessOutcome("error", None, f"cannot start the episode: {error}", 0.0, "")
     if live is not None:
         live.add(process)
+    started_process = process  # not Optional: type checkers do not narrow captured names
+    watch = ScratchWatch(
+        scratch, limits.scratch_mb, limits.scratch_files, lambda: _kill_group(started_process)
+    )
+    try:
+        with watch:
+            outcome = _outcome_of(process, payload, limits, started)
+    finally:
+        # Children the harness spawned share its process group; none may outlive it.
+        _kill_group(process)
+        if live is not None:
+            live.discard(process)
+        if isinstance(process, ForkedProcess):
+            process.close()
+    # Once more after the end: what the episode left between two looks counts too.
+    over = watch.check()
+    if over is None:
+        return outcome
+    if outcome.reason.startswith("sandbox"):
+        return replace(outcome, reason=f"{outcome.reason} (then: {over})")
+    return replace(outcome, status="error", answer=None, reason=over)
+
+
+def _outcome_of(
+    process: subprocess.Popen[bytes] | ForkedProcess,
+    payload: bytes,
+    limits: EpisodeLimits,
+    started: float,
+) -> ProcessOutcome:
     try:
         stdout, stderr = process.communicate(payload, timeout=limits.timeout_s)
     except subprocess.TimeoutExpired:
@@ -215,18 +303,13 @@ def run_episode_process(
                 _tail(stderr),
             )
         return ProcessOutcome("timeout", None, reason, _elapsed(started), _tail(stderr))
-    finally:
-        # Children the harness spawned share its process group; none may outlive it.
-        _kill_group(process)
-        if live is not None:
-            live.discard(process)
-        if isinstance(process, ForkedProcess):
-            process.close()
     assert process.returncode is not None
-    return _classify(process.returncode, stdout, stderr, _elapsed(started))
+    return _classify(process.returncode, stdout, stderr, _elapsed(started), limits)
 
 
-def _classify(code: int, stdout: bytes, stderr: bytes, duration_ms: float) -> ProcessOutcome:
+def _classify(
+    code: int, stdout: bytes, stderr: bytes, duration_ms: float, limits: EpisodeLimits
+) -> ProcessOutcome:
     tail = _tail(stderr)
     lines = _json_lines(stdout)
     violations = _violations(lines)
@@ -258,6 +341,9 @@ def _classify(code: int, stdout: bytes, stderr: bytes, duration_ms: float) -> Pr
                 return ProcessOutcome(
                     "timeout", None, "episode exceeded its CPU time limit", duration_ms, tail
                 )
+            if -code == getattr(signal, "SIGXFSZ", None):
+                reason = f"episode wrote a file past its {limits.file_mb} MB file-size limit"
+                return ProcessOutcome("error", None, reason, duration_ms, tail)
             return ProcessOutcome(
                 "error", None, f"episode process killed by {name}", duration_ms, tail
             )

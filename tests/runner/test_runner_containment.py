@@ -1,6 +1,7 @@
 """Containment: a harness that raises, hangs, hogs memory or reaches for what is not its own
 fails its episode with a reason, and nothing else is lost (other episodes, the labels)."""
 
+import importlib.util
 import json
 import re
 import subprocess
@@ -543,3 +544,72 @@ def test_rollout_contains_each_failure_and_keeps_the_rest(
     assert {call.episode_id for call in calls} == {row.episode_id for row in calling}
     assert CANARY not in repr(list(rows.values()))
     assert CANARY in private.read_text()
+
+
+# --- a project installed into site-packages -------------------------------------------
+
+
+def _installed_layout(tmp_path: Path) -> Path:
+    """A site-packages folder holding this project (as ``pip install .`` lays it out) and
+    another package, with the guard among the project's files."""
+    site = tmp_path / "site-packages"
+    for package in guard_module.PROJECT_PACKAGES:
+        (site / package).mkdir(parents=True)
+        (site / package / "__init__.py").write_text("LABELS = {'item-1': '42'}\n")
+    (site / "sia" / "runner").mkdir()
+    (site / "sia" / "runner" / "guard.py").write_bytes(GUARD.read_bytes())
+    (site / "other").mkdir()
+    (site / "other" / "__init__.py").write_text("")
+    (site / "other_pkg-1.0.dist-info").mkdir()
+    return site
+
+
+def test_an_installed_project_is_cut_out_of_site_packages(tmp_path: Path) -> None:
+    site = _installed_layout(tmp_path)
+    spec = importlib.util.spec_from_file_location(
+        "installed_guard", site / "sia" / "runner" / "guard.py"
+    )
+    installed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(installed)
+    hidden = installed.project_folders()
+    assert sorted(hidden) == sorted(str(site / p) for p in guard_module.PROJECT_PACKAGES)
+    kept = installed.excluding([str(site), "/usr/lib/python3"], hidden)
+    assert kept == [str(site / "other"), str(site / "other_pkg-1.0.dist-info"), "/usr/lib/python3"]
+    # Run from a checkout (``pip install -e``), nothing of site-packages is cut.
+    assert guard_module.excluding([str(site)], guard_module.project_folders()) == [str(site)]
+
+
+@pytest.mark.parametrize("layer", ["hook", pytest.param("landlock", marks=needs_landlock)])
+def test_an_installed_projects_task_code_cannot_be_read(tmp_path: Path, layer: str) -> None:
+    site = _installed_layout(tmp_path)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    probe = textwrap.dedent(
+        f"""
+        import importlib.util, json, os
+        spec = importlib.util.spec_from_file_location("g", {str(site / "sia/runner/guard.py")!r})
+        guard = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(guard)
+        read = guard.excluding([{str(site)!r}], guard.project_folders())
+        policy = guard.Policy(read, [{str(scratch)!r}])
+        if {layer!r} == "landlock":
+            assert guard.apply_landlock(policy) >= 1
+        else:
+            guard.install(policy, os.open(os.devnull, os.O_WRONLY))
+        seen = {{}}
+        for name, path in [("tasks", {str(site / "tasks/__init__.py")!r}),
+                           ("sia", {str(site / "sia/__init__.py")!r}),
+                           ("other", {str(site / "other/__init__.py")!r})]:
+            try:
+                open(path).read()
+                seen[name] = "read"
+            except PermissionError:
+                seen[name] = "refused"
+        print(json.dumps(seen))
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", probe], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {"tasks": "refused", "sia": "refused", "other": "read"}
