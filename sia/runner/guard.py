@@ -53,7 +53,11 @@ An episode process therefore runs under two layers:
    the guard alone; where the runner found Landlock but the episode cannot enter it, the
    episode fails (``sandbox: cannot confine the episode``) rather than run unconfined.
 
-Still separate (issue-level hardening, not done here): a network namespace (Landlock does
+Installed without ``-e``, the project's own packages sit in site-packages, which both
+layers let an episode read; :func:`episode_policy` cuts them out (:func:`excluding`), so
+task code that could rebuild an item's label stays out of reach either way.
+
+Not built: a network namespace (Landlock does
 not cover UDP or the destination host of TCP; but a fresh namespace has a loopback of its
 own, so the episode would reach the gateway only through a relay over a UNIX socket, which
 the gateway does not offer), a seccomp filter, a separate user id (the orchestrator may run
