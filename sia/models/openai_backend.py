@@ -1,7 +1,9 @@
 """The ``openai`` policy backend: any OpenAI-compatible endpoint, for harness runs only.
 
 Each :class:`GenRequest` becomes one HTTP call (chat → ``/chat/completions``, prompt →
-``/completions``); a batch is sent concurrently so the gateway's micro-batching still pays.
+``/completions``); a batch is sent concurrently so the gateway's micro-batching still pays,
+and the gateway sends each request as it arrives (``generate_continuous``), so a slow,
+failing or hanging call holds back no other.
 
 An arbitrary endpoint reports text and per-token logprobs but no token ids, so
 ``token_ids`` says where ids come from:
@@ -21,13 +23,15 @@ An arbitrary endpoint reports text and per-token logprobs but no token ids, so
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
+import queue
 import random
 import time
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -38,12 +42,13 @@ from sia.models.errors import AdaptersUnsupported, GenerationError, describe
 from sia.models.generation import Generation, GenRequest, Usage, encode_prompt
 from statemachine.errors import ConfigError
 
-__all__ = ["OpenAIBackendConfig", "OpenAIPolicy", "TokenIdSource"]
+__all__ = ["OpenAIBackendConfig", "OpenAIPolicy", "TokenIdSource", "continuous"]
 
 TokenIdSource = Literal["none", "tokenizer", "vllm"]
 _TOKEN_ID_SOURCES = ("none", "tokenizer", "vllm")
 _MAX_BACKOFF_S = 30.0
 _VLLM_PREFIX = "token_id:"
+_ADMIT_POLL_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -144,6 +149,27 @@ class OpenAIPolicy:
             if error is not None:
                 raise error
         return [future.result() for future in futures]
+
+    def generate_continuous(
+        self,
+        requests: Sequence[GenRequest],
+        admit: Callable[[int], Sequence[GenRequest]],
+        finished: Callable[[int, Generation | Exception], None],
+    ) -> None:
+        """Continuous batching over HTTP (``HFPolicy.generate_continuous`` has the contract).
+
+        Each request is sent as soon as it is admitted and answered as soon as the endpoint
+        answers it. With :meth:`generate`, the gateway's batch waited for its slowest
+        request, and one failure sent every request of the batch again, one by one; here a
+        request that fails or hangs holds back only its own caller.
+        """
+        continuous(
+            lambda request: self._pool.submit(self.complete, request),
+            requests,
+            admit,
+            finished,
+            self._config.max_concurrency,
+        )
 
     def load_adapter(self, name: str, path: str | Path) -> None:
         raise AdaptersUnsupported(
@@ -313,6 +339,45 @@ class OpenAIPolicy:
                 time.sleep(min(_MAX_BACKOFF_S, wait))
         tries = config.max_retries + 1
         raise GenerationError(_redact(f"{failure} (after {tries} tries)", key))
+
+
+def continuous(
+    submit: Callable[[GenRequest], Future[Generation]],
+    requests: Sequence[GenRequest],
+    admit: Callable[[int], Sequence[GenRequest]],
+    finished: Callable[[int, Generation | Exception], None],
+    capacity: int,
+) -> None:
+    """Drive ``submit`` with continuous batching until nothing is in flight or admitted.
+
+    Requests are numbered in arrival order (``requests`` first, then each admitted one);
+    ``finished(index, result)`` gets each one's generation or error as soon as it ends.
+    At most ``capacity`` are in flight; ``admit(room)`` offers up to ``room`` more.
+    """
+    done: queue.Queue[tuple[int, Future[Generation]]] = queue.Queue()
+    arrivals = itertools.count()
+    in_flight = 0
+
+    def send(batch: Sequence[GenRequest]) -> None:
+        nonlocal in_flight
+        for request in batch:
+            index = next(arrivals)
+            submit(request).add_done_callback(lambda f, i=index: done.put((i, f)))
+            in_flight += 1
+
+    send(requests)
+    while True:
+        offered = admit(max(0, capacity - in_flight))
+        send(offered)
+        if in_flight == 0 and not offered:
+            return
+        try:
+            index, future = done.get(timeout=_ADMIT_POLL_S)
+        except queue.Empty:
+            continue
+        in_flight -= 1
+        error = future.exception()
+        finished(index, error if error is not None else future.result())
 
 
 def _vllm_id(token: str) -> int:

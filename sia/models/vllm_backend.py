@@ -27,7 +27,6 @@ import contextlib
 import itertools
 import json
 import os
-import queue
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
@@ -39,14 +38,13 @@ import httpx2
 from sia.models.adapter_slots import AdapterSlots
 from sia.models.errors import AdapterError, GenerationError, ModelLoadError, describe
 from sia.models.generation import Generation, GenRequest
-from sia.models.openai_backend import OpenAIBackendConfig, OpenAIPolicy, _error_text
+from sia.models.openai_backend import OpenAIBackendConfig, OpenAIPolicy, _error_text, continuous
 from sia.models.vllm_config import VLLMConfig
 from sia.models.vllm_serve import VLLMServer
 
 __all__ = ["VLLMConfig", "VLLMServerPolicy", "check_adapter_dir", "load_tokenizer", "open_vllm"]
 
 # How often a continuous run asks the gateway for newly arrived requests while it waits.
-_ADMIT_POLL_S = 0.005
 
 
 def open_vllm(config: VLLMConfig, *, tokenizer: Any = None) -> Any:
@@ -168,36 +166,17 @@ class VLLMServerPolicy(AdapterSlots):
         """
         adapter = self._active
         model = adapter or self._base
-        done: queue.Queue[tuple[int, Future[Generation]]] = queue.Queue()
-        arrivals = itertools.count()
-        in_flight = 0
 
-        def send(batch: Sequence[GenRequest]) -> None:
-            nonlocal in_flight
-            for request in batch:
-                index = next(arrivals)
-                future = self._pool.submit(
-                    self._http.complete, request, model=model, base_url=self._next()
-                )
-                future.add_done_callback(lambda f, i=index: done.put((i, f)))
-                in_flight += 1
+        def submit(request: GenRequest) -> Future[Generation]:
+            return self._pool.submit(self._complete, request, model, self._next(), adapter)
 
-        send(requests)
-        while True:
-            offered = admit(max(0, self._config.max_concurrency - in_flight))
-            send(offered)
-            if in_flight == 0 and not offered:
-                return
-            try:
-                index, future = done.get(timeout=_ADMIT_POLL_S)
-            except queue.Empty:
-                continue
-            in_flight -= 1
-            error = future.exception()
-            if error is not None:
-                finished(index, error)
-            else:
-                finished(index, replace(future.result(), adapter=adapter))
+        continuous(submit, requests, admit, finished, self._config.max_concurrency)
+
+    def _complete(
+        self, request: GenRequest, model: str, base_url: str, adapter: str | None
+    ) -> Generation:
+        generation = self._http.complete(request, model=model, base_url=base_url)
+        return replace(generation, adapter=adapter)
 
     def _next(self) -> str:
         return self._endpoints[next(self._turn) % len(self._endpoints)]

@@ -6,19 +6,31 @@ the items being scored; a submission for one item is then scored as one item, an
 metric it writes is that episode's reward. The evaluator is task code, not agent code: it
 runs in its own process, with a time limit and an environment without secrets, and never
 in an episode's sandbox.
+
+An evaluator that fails on a submission (raises, exits non-zero, hangs past its time, or
+writes no usable metric) scores that submission nothing, with the reason: one episode
+fails, not the run. :class:`~tasks.siadir.DirTask` stops the run once it is clear the
+evaluator never works. Its time limit covers the processes it starts (they are killed with
+it), and what it prints is not kept beyond the last lines of stderr, so an evaluator
+printing without end can neither outlive its limit nor fill the orchestrator's memory.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from tasks.siadir.layout import TaskDir, TaskDirError
 
@@ -28,6 +40,9 @@ __all__ = ["METRIC_KEYS", "Evaluation", "evaluate_submission"]
 METRIC_KEYS: tuple[str, ...] = ("accuracy", "score", "metric", "mean_score")
 _SECTIONS = ("summary", "metrics")
 _MAX_FILE_BYTES = 8 << 20
+#: How much of the end of an evaluator's stderr is kept, for the reason of a failure.
+_STDERR_TAIL_BYTES = 16 << 10
+_READER_GRACE_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -42,9 +57,10 @@ class Evaluation:
 def evaluate_submission(task: TaskDir, ids: set[str], files: dict[str, str]) -> Evaluation:
     """Run ``task``'s evaluator on ``files`` (relative path → text) as a gen dir for ``ids``.
 
-    A submission the evaluator rejects (non-zero exit) scores no metric, with its reason;
-    an evaluator that exits 0 yet writes no usable ``results.json`` is a broken task and
-    raises :class:`TaskDirError`.
+    A submission the evaluator does not score (it exits non-zero, runs out of time, or
+    writes no usable ``results.json``) gets no metric, with the reason. An evaluator that
+    cannot even import its dependencies here raises :class:`TaskDirError`: no submission
+    could ever be scored.
     """
     with tempfile.TemporaryDirectory(prefix="sia-eval-") as scratch:
         root = Path(scratch)
@@ -55,28 +71,75 @@ def evaluate_submission(task: TaskDir, ids: set[str], files: dict[str, str]) -> 
         if problem:
             return Evaluation(None, problem)
         evaluator = copy / "data" / "public" / "evaluate.py"
-        try:
-            done = subprocess.run(
-                [sys.executable, "-E", "-s", str(evaluator), "--gen-dir", str(gen)],
-                cwd=copy,
-                env=_clean_env(root),
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=task.timeout_s,
-            )
-        except subprocess.TimeoutExpired:
+        command = [sys.executable, "-E", "-s", str(evaluator), "--gen-dir", str(gen)]
+        code, stderr = _run(command, copy, _clean_env(root), task.timeout_s)
+        if code is None:
             return Evaluation(None, f"evaluator: no result within {task.timeout_s:g}s")
-        if done.returncode != 0:
-            last = _last_line(done.stderr)
+        if code != 0:
+            last = _last_line(stderr)
             if last.startswith("ModuleNotFoundError"):
                 # Not the submission's fault: the evaluator cannot run on this machine.
                 raise TaskDirError(
                     f"SIA task dir {task.root}: evaluate.py cannot run here: {last} "
                     "(pip install 'sia[sia-tasks]' brings pandas and numpy)"
                 )
-            return Evaluation(None, f"evaluator: exited {done.returncode}: {last}")
+            return Evaluation(None, f"evaluator: {_exit(code)}: {last}")
         return _read_results(task, gen / "results.json")
+
+
+def _run(
+    command: list[str], cwd: Path, env: dict[str, str], timeout: float
+) -> tuple[int | None, str]:
+    """Run the evaluator; its exit code (``None``: out of time) and the end of its stderr.
+
+    It leads a process group of its own, so that what it started dies with it when it
+    overruns; stdout is dropped (``results.json`` is its answer) and stderr read as it
+    comes, keeping only the tail, so that neither can fill a pipe or the memory.
+    """
+    process = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert process.stderr is not None
+    tail: deque[bytes] = deque()
+    reader = threading.Thread(target=_keep_tail, args=(process.stderr, tail), daemon=True)
+    reader.start()
+    try:
+        code: int | None = process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        # The group goes in any case: a child left behind by an evaluator that exited holds
+        # its stderr open, and would keep running on the machine.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        # A process that left the group (setsid) may hold stderr open: do not wait for it.
+        reader.join(timeout=_READER_GRACE_S)
+    kept = b"" if reader.is_alive() else b"".join(tail)
+    return code, kept.decode("utf-8", "replace")
+
+
+def _keep_tail(stream: IO[bytes], tail: deque[bytes]) -> None:
+    size = 0
+    while chunk := os.read(stream.fileno(), 1 << 14):
+        tail.append(chunk)
+        size += len(chunk)
+        while size - len(tail[0]) >= _STDERR_TAIL_BYTES:
+            size -= len(tail.popleft())
+    stream.close()
+
+
+def _exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exited {code}"
 
 
 def _task_copy(task: TaskDir, ids: set[str], dest: Path) -> Path:
@@ -109,27 +172,36 @@ def _write_submission(gen: Path, files: dict[str, str]) -> str:
 
 
 def _read_results(task: TaskDir, path: Path) -> Evaluation:
-    where = f"SIA task dir {task.root}"
+    """The metric of ``results.json``, or why there is none (each reason names the fix)."""
     if not path.is_file():
-        raise TaskDirError(f"{where}: evaluate.py exited 0 but wrote no results.json")
+        return Evaluation(None, "evaluator: exited 0 but wrote no results.json")
+    if path.stat().st_size > _MAX_FILE_BYTES:
+        return Evaluation(None, f"evaluator: results.json is over {_MAX_FILE_BYTES >> 20} MB")
     try:
         results = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise TaskDirError(f"{where}: results.json is not JSON ({error})") from None
+        first = " ".join(str(error).split())[:200]
+        return Evaluation(None, f"evaluator: results.json is not JSON ({first})")
     if not isinstance(results, dict):
-        raise TaskDirError(f"{where}: results.json is not a JSON object")
+        return Evaluation(None, "evaluator: results.json is not a JSON object")
     key, value = _metric(results, task.metric)
     if key is None:
         wanted = task.metric or " / ".join(METRIC_KEYS)
-        raise TaskDirError(
-            f"{where}: results.json has no metric {wanted!r}; "
-            'name its key in sia-task.json: {"metric": "KEY"}'
+        return Evaluation(
+            None,
+            f"evaluator: results.json has no metric {wanted!r}; "
+            'name its key in sia-task.json: {"metric": "KEY"}',
+            results,
         )
-    scaled = value * task.metric_scale if isinstance(value, int | float) else None
+    number = isinstance(value, int | float) and math.isfinite(value)
+    scaled = value * task.metric_scale if number else None
     if scaled is None or not 0.0 <= scaled <= 1.0:
-        raise TaskDirError(
-            f"{where}: results.json metric {key}={value!r} (scale {task.metric_scale:g}) is "
-            'not in [0, 1]; set its scale in sia-task.json: {"metric_scale": 0.01}'
+        shown = repr(value)[:100]
+        return Evaluation(
+            None,
+            f"evaluator: results.json metric {key}={shown} (scale {task.metric_scale:g}) is "
+            'not a number in [0, 1]; set its scale in sia-task.json: {"metric_scale": 0.01}',
+            results,
         )
     return Evaluation(float(scaled), "", results)
 

@@ -30,10 +30,11 @@ from tasks import get_task
 from tests.agents.claude_fake import (
     FakeClaude,
     assistant_turns,
+    config_patch,
+    decide_edit,
     result_of,
     text,
     tool_use,
-    unified,
 )
 
 KEY = "sk-ant-test-9f3c2e7d1b4a-never-stored"
@@ -56,33 +57,6 @@ def _meta(body: dict, turn: int):
     return [tool_use("write_harness", {"files": files, "rationale": rationale}, turn)]
 
 
-def _config_patch(body: dict, key: str, value) -> str:
-    current = json.loads(result_of(body, "read_harness_file")["content"])
-    old = json.dumps(current, indent=2) + "\n"
-    # The fake reads the file back through the tool and diffs exactly what it read.
-    assert old == result_of(body, "read_harness_file")["content"]
-    return unified("harness.json", old, json.dumps({**current, key: value}, indent=2) + "\n")
-
-
-def _decide_edit(turn: int, why: str):
-    return [
-        tool_use(
-            "decide",
-            {
-                "lever": "edit",
-                "rationale": why,
-                "evidence": ["episodes read above"],
-                "alternatives": [
-                    {"lever": "edit", "score": 0.8, "why": "answers are unparsable"},
-                    {"lever": "train", "score": 0.1, "why": "not allowed in mode h"},
-                ],
-                "expected_effect": "more parsable answers on val",
-            },
-            turn,
-        )
-    ]
-
-
 def _feedback_first(body: dict, turn: int):
     if turn == 0:
         return [text("Reading the rollout."), tool_use("list_trajectories", {"limit": 5}, turn)]
@@ -94,15 +68,15 @@ def _feedback_first(body: dict, turn: int):
             tool_use("read_harness_file", {"path": "harness.json"}, turn),
         ]
     if turn == 2:  # written against a file that says something else: must not apply
-        diff = _config_patch(body, "max_tokens", 12).replace('"max_tokens"', '"max_tokenz"')
+        diff = config_patch(body, "max_tokens", 12).replace('"max_tokens"', '"max_tokenz"')
         return [tool_use("propose_patch", {"diff": diff, "summary": "stale"}, turn)]
     if turn == 3:  # applies, but does not compile
         diff = "--- /dev/null\n+++ b/helper.py\n@@ -0,0 +1 @@\n+def broken(:\n"
         return [tool_use("propose_patch", {"diff": diff, "summary": "helper"}, turn)]
     if turn == 4:
-        diff = _config_patch(body, "max_tokens", 12)
+        diff = config_patch(body, "max_tokens", 12)
         return [tool_use("propose_patch", {"diff": diff, "summary": "Shorter replies"}, turn)]
-    return _decide_edit(turn, "Replies ramble past the answer; cap them.")
+    return decide_edit(turn, "Replies ramble past the answer; cap them.")
 
 
 def _feedback_second(body: dict, turn: int):
@@ -114,12 +88,12 @@ def _feedback_second(body: dict, turn: int):
     if turn == 2:
         return [tool_use("read_harness_file", {"path": "harness.json"}, turn)]
     if turn == 3:  # compiles, but its episode fails: smoke rejects it
-        diff = _config_patch(body, "extraction", "no_such_strategy")
+        diff = config_patch(body, "extraction", "no_such_strategy")
         return [tool_use("propose_patch", {"diff": diff, "summary": "bad extraction"}, turn)]
     if turn == 4:
-        diff = _config_patch(body, "user_template", "Add {a} and {b}. The sum is")
+        diff = config_patch(body, "user_template", "Add {a} and {b}. The sum is")
         return [tool_use("propose_patch", {"diff": diff, "summary": "Reword the question"}, turn)]
-    return _decide_edit(turn, "Ask for the sum directly.")
+    return decide_edit(turn, "Ask for the sum directly.")
 
 
 def brain(body: dict):

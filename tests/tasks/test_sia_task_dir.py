@@ -106,24 +106,33 @@ def test_an_evaluator_that_always_crashes_stops_the_run_with_one_error(task_dir)
         task.reward(items[7], _submission({items[7].id: "1"}))
 
 
-def test_an_evaluator_that_writes_no_results_is_a_broken_task(task_dir):
+def _rejected_until_broken(task: DirTask, reason: str) -> None:
+    """Each submission scores 0 with ``reason``; the 8th in a row stops the run with it."""
+    items = task.items("train")
+    for item in items[:7]:
+        reward, detail = task.score(item, _submission({item.id: "1"}))
+        assert reward == 0.0 and reason in detail["reason"]
+    with pytest.raises(TaskDirError, match=r"rejected the first \d+ submissions") as caught:
+        task.reward(items[7], _submission({items[7].id: "1"}))
+    assert reason in str(caught.value)
+
+
+def test_an_evaluator_that_writes_no_results_fails_each_episode_then_the_run(task_dir):
     _replace(
         task_dir / "data/public/evaluate.py",
         '(args.gen_dir / "results.json")',
         "(Path('/dev/null'))",
     )
-    task = DirTask(task_dir)
-    item = task.items("val")[0]
-    with pytest.raises(TaskDirError, match=r"exited 0 but wrote no results\.json"):
-        task.reward(item, _submission({item.id: "1"}))
+    _rejected_until_broken(DirTask(task_dir), "exited 0 but wrote no results.json")
 
 
 def test_results_without_a_metric_name_it(task_dir):
     _replace(task_dir / "data/public/evaluate.py", '{"accuracy":', '{"share":')
     task = DirTask(task_dir)
     item = task.items("val")[0]
-    with pytest.raises(TaskDirError, match="no metric 'accuracy / score"):
-        task.reward(item, _submission({item.id: "1"}))
+    _rejected_until_broken(
+        task, """no metric 'accuracy / score / metric / mean_score'; name its key"""
+    )
     (task_dir / "sia-task.json").write_text(json.dumps({"metric": "share"}))
     task = DirTask(task_dir)
     right = json.loads(item.answer)["data/private/answers.json"]["answer"]

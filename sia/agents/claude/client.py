@@ -19,6 +19,8 @@ __all__ = ["DEFAULT_MODEL", "ClaudeClient", "ClaudeSettings", "Reply", "ToolUse"
 
 #: The current Sonnet: the default for both agents.
 DEFAULT_MODEL = "claude-sonnet-5-5"
+#: An API error message is cut here: one line of the run's output, not a page.
+_MAX_ERROR_CHARS = 300
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,15 @@ class ClaudeSettings:
         default=3, metadata={"help": "rejected patches before the Feedback Agent gives up"}
     )
     timeout_s: float = field(default=300.0, metadata={"help": "per-call HTTP timeout"})
+    # Five retries ride out about 15 s of overload (the SDK waits 0.5 s, doubling to 8 s,
+    # or what retry-after says); a longer outage stops the run, which `sia resume` continues.
+    max_retries: int = field(
+        default=5,
+        metadata={
+            "help": "retries of a call after 408, 409, 429, 5xx (529 overloaded) or no "
+            "connection; waits honour retry-after, else back off from 0.5 s, doubling, to 8 s"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -48,6 +59,12 @@ class ClaudeSettings:
                 raise AgentError(f"ClaudeSettings.{name} must be >= 1")
         if self.timeout_s <= 0:
             raise AgentError("ClaudeSettings.timeout_s must be positive")
+        if isinstance(self.max_retries, bool) or not isinstance(self.max_retries, int):
+            raise AgentError(
+                f"ClaudeSettings.max_retries must be an integer, not {self.max_retries!r}"
+            )
+        if self.max_retries < 0:
+            raise AgentError("ClaudeSettings.max_retries must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -94,10 +111,11 @@ class ClaudeClient:
             api_key=key,
             base_url=settings.base_url,
             timeout=settings.timeout_s,
-            max_retries=2,
+            max_retries=settings.max_retries,
             http_client=http_client,
         )
         self._errors = (anthropic.APIError,)
+        self._status_error = anthropic.APIStatusError
 
     def reply(
         self, *, system: str, messages: Sequence[dict[str, Any]], tools: Sequence[dict[str, Any]]
@@ -113,7 +131,7 @@ class ClaudeClient:
                 tools=list(tools),
             )
         except self._errors as error:
-            raise AgentError(f"Claude call failed: {type(error).__name__}: {error}") from None
+            raise AgentError(self._describe(error)) from None
         latency = (time.perf_counter() - start) * 1000
         usage = message.usage
         cache_read = usage.cache_read_input_tokens or 0
@@ -143,3 +161,33 @@ class ClaudeClient:
             ),
             latency_ms=latency,
         )
+
+    def _describe(self, error: Exception) -> str:
+        """One line: the HTTP status, the SDK's error type, the API's message and how many
+        requests were made, without the API key even when the server echoed it."""
+        if isinstance(error, self._status_error):
+            message = getattr(error, "api_message", None) or _body_text(error.body)
+            what = f"{type(error).__name__} (HTTP {error.status_code}): {message}"
+        else:
+            what = f"{type(error).__name__}: {error}"
+        # Redacted before it is cut, so that no prefix of the key survives the cut.
+        what = " ".join(_redact(what, self._client.api_key).split())
+        if len(what) > _MAX_ERROR_CHARS:
+            what = what[:_MAX_ERROR_CHARS] + "…"
+        # The SDK numbers its attempts in a header of the request it made last.
+        request = getattr(error, "request", None)
+        count = request.headers.get("x-stainless-retry-count", "") if request is not None else ""
+        tries = f" (after {int(count) + 1} requests)" if count.isdigit() else ""
+        return f"Claude call failed: {what}{tries}"
+
+
+def _body_text(body: object) -> str:
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        return str(error.get("message", error) if isinstance(error, dict) else error)
+    return str(body) if body else "no error message"
+
+
+def _redact(message: str, key: str | None) -> str:
+    # A server may echo the key it refused; it must not reach logs or the ledger through us.
+    return message.replace(key, "[redacted]") if key else message
