@@ -16,8 +16,10 @@ from harness_repo.errors import (
     HarnessRepoError,
     InvalidHarnessInput,
     RepoNotFound,
+    StorageFull,
     TagConflict,
     TagNotFound,
+    is_disk_full,
 )
 from harness_repo.message import compose_message, split_message
 from harness_repo.repo import CommitInfo, HarnessRepo, validate_run_id
@@ -35,10 +37,12 @@ __all__ = [
     "HarnessRepoError",
     "InvalidHarnessInput",
     "RepoNotFound",
+    "StorageFull",
     "TagConflict",
     "TagNotFound",
     "compose_message",
     "format_trailers",
+    "is_disk_full",
     "parse_trailers",
     "split_message",
     "tagged_adapter",

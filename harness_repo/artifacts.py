@@ -23,11 +23,14 @@ would escape) are refused.
 
 Writes are atomic: a folder is copied into ``tmp/`` (hashing as it copies), synced, then
 renamed into place, so a crash leaves at most a temporary folder, which the next ``put``
-or ``gc_temp`` removes.
+or ``gc_temp`` removes. A put that fails (a full disk above all) removes its temporary
+files itself before raising: the store then holds exactly what it held before.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
 import hashlib
 import os
 import re
@@ -42,6 +45,7 @@ from harness_repo.errors import (
     ArtifactMissing,
     HarnessRepoError,
     InvalidHarnessInput,
+    StorageFull,
 )
 
 if TYPE_CHECKING:
@@ -176,6 +180,11 @@ class ArtifactStore:
         try:
             return self._put(src)
         except OSError as err:
+            if err.errno == errno.ENOSPC:
+                raise StorageFull(
+                    f"no space left on device while storing adapter {src} in {self._root}; "
+                    "nothing was stored"
+                ) from err
             raise HarnessRepoError(
                 f"cannot store adapter folder {src} in {self._root}: {err}"
             ) from err
@@ -265,7 +274,7 @@ class ArtifactStore:
                 else:
                     recorded = self._dir(digest).with_name(digest + _LISTING_SUFFIX)
                     if not recorded.is_file():
-                        recorded.write_bytes(listing)
+                        self._write_listing(tmp, digest, listing)
                     return digest
             self._install(tmp, digest, listing)
             return digest
@@ -281,19 +290,28 @@ class ArtifactStore:
             raise InvalidHarnessInput(f"{digest!r} is not a sha256 digest (64 lowercase hex)")
 
     def _new_temp(self) -> Path:
+        # An OSError here (a full disk) reaches ``put``, which names it.
         tmp = self._root / "tmp" / f"{os.getpid()}-{secrets.token_hex(8)}"
-        try:
-            tmp.mkdir(parents=True)
-        except OSError as err:
-            raise HarnessRepoError(f"cannot write into artifact store {self._root}: {err}") from err
+        tmp.mkdir(parents=True)
         with _ACTIVE_LOCK:
             _ACTIVE.add(tmp)
         return tmp
 
     def _drop_temp(self, tmp: Path) -> None:
-        shutil.rmtree(tmp, ignore_errors=True)
+        # The folder and its siblings: a listing being written and a copy set aside.
+        for leftover in (tmp, *tmp.parent.glob(glob.escape(tmp.name) + "?*")):
+            if leftover.is_dir() and not leftover.is_symlink():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         with _ACTIVE_LOCK:
             _ACTIVE.discard(tmp)
+
+    def _write_listing(self, tmp: Path, digest: str, listing: bytes) -> None:
+        """Write ``<digest>.sha256sum`` atomically: a full disk must not leave half of it."""
+        listing_tmp = tmp.with_name(tmp.name + _LISTING_SUFFIX)
+        listing_tmp.write_bytes(listing)
+        os.replace(listing_tmp, self._dir(digest).with_name(digest + _LISTING_SUFFIX))
 
     @staticmethod
     def _copy(src: Path, dst: Path) -> str:
@@ -312,9 +330,7 @@ class ArtifactStore:
         store.mkdir(parents=True, exist_ok=True)
         for folder in sorted({p.parent for p in tmp.rglob("*")}, reverse=True):
             _fsync_dir(folder)
-        listing_tmp = tmp.with_name(tmp.name + _LISTING_SUFFIX)
-        listing_tmp.write_bytes(listing)
-        os.replace(listing_tmp, store / (digest + _LISTING_SUFFIX))
+        self._write_listing(tmp, digest, listing)
         final = self._dir(digest)
         if final.exists():
             # Only reached for a copy that failed verification: set it aside, then drop it.

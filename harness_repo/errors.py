@@ -5,6 +5,8 @@ only ever catch ``HarnessRepoError`` (or ``SiaError``). Every message names the 
 about: the commit, branch, tag or digest, and the repository or store it was looked up in.
 """
 
+import errno
+
 from statemachine.errors import SiaError
 
 __all__ = [
@@ -16,8 +18,10 @@ __all__ = [
     "HarnessRepoError",
     "InvalidHarnessInput",
     "RepoNotFound",
+    "StorageFull",
     "TagConflict",
     "TagNotFound",
+    "is_disk_full",
 ]
 
 
@@ -59,3 +63,26 @@ class ArtifactMissing(HarnessRepoError):
 
 class ArtifactCorrupt(HarnessRepoError):
     """A stored artifact's contents no longer hash to its digest."""
+
+
+class StorageFull(HarnessRepoError):
+    """The disk filled up (ENOSPC) while an adapter was being stored; nothing was stored."""
+
+
+#: How ENOSPC reads in a message: Python's ``OSError`` text (which a training worker passes
+#: on as text) and Rust's ``io::Error`` (safetensors, which writes adapter weights).
+_NO_SPACE = (f"[Errno {errno.ENOSPC}]", f"(os error {errno.ENOSPC})")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error that caused it, is a full disk (ENOSPC)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno == errno.ENOSPC:
+            return True
+        if any(mark in str(current) for mark in _NO_SPACE):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -61,6 +61,8 @@ _CHECKPOINT_EVERY = 8
 _CHECKPOINT_WAL_SIZE = "1MiB"
 # The longest a writer defers to waiting readers before each unit of work.
 _WRITER_YIELD = 0.05
+# What DuckDB says when a block it reads is damaged (checksum) or cut off (truncated file).
+_DAMAGE = ("Corrupt database file", "Could not read enough bytes")
 
 # Column by column: several times faster than building row tuples and transposing them.
 _CALL_COLUMNS = [attrgetter(name) for name in CALLS_ARROW.names]
@@ -336,7 +338,10 @@ class DuckDBRecorder(Recorder):
 
     def _translate(self, exc: duckdb.Error) -> LedgerError:
         message = _first_line(exc)
-        if isinstance(exc, duckdb.CatalogException | duckdb.BinderException):
+        # A damaged block shows only when a query reads it: word it like damage found on
+        # open, so a truncated or zeroed file reads the same whichever block it hit first.
+        damaged = any(sign in message for sign in _DAMAGE)
+        if isinstance(exc, duckdb.CatalogException | duckdb.BinderException) or damaged:
             return LedgerCorrupt(f"{self._path}: not a readable SIA ledger ({message})")
         return LedgerError(f"{self._name}: {message}")
 

@@ -30,8 +30,13 @@ class WriterLock:
         except BlockingIOError:
             holder = _read_pid(fd)
             os.close(fd)
-            who = f"pid {holder}" if holder is not None else "another process"
-            raise LedgerBusy(f"ledger {ledger_path} is being written by {who}") from None
+            if holder is None:
+                who = "another process"
+                raise LedgerBusy(f"ledger {ledger_path} is being written by {who}") from None
+            raise LedgerBusy(
+                f"ledger {ledger_path} is being written by pid {holder}{_command(holder)}; "
+                f"wait for it to finish, or stop it with: kill {holder}"
+            ) from None
         except BaseException:
             os.close(fd)
             raise
@@ -99,6 +104,20 @@ class ReadersWaiting:
         if self._probe_fd is not None:
             os.close(self._probe_fd)
             self._probe_fd = None
+
+
+def _command(pid: int) -> str:
+    """`` (<its command line>)``, so the message says which run or resume holds the ledger;
+    empty where ``/proc`` cannot tell."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    program, *args = raw.decode(errors="replace").split("\0") or [""]
+    text = " ".join(" ".join([Path(program).name, *args]).split())  # one line, always
+    if len(text) > 100:
+        text = text[:97] + "..."
+    return f" ({text})" if text else ""
 
 
 def _read_pid(fd: int) -> int | None:

@@ -16,10 +16,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness_repo import ArtifactStore, HarnessRepo, tagged_adapter
+from harness_repo import ArtifactStore, HarnessRepo, StorageFull, is_disk_full, tagged_adapter
 from harness_repo.repo import validate_run_id
 from ledger import NewEvent, Recorder
 from sia.agents.patches import patched
+from sia.audit import check_resumable
 from sia.config import RunConfig
 from sia.errors import (
     EffectFailed,
@@ -147,6 +148,9 @@ class Orchestrator:
         state = run_state(self.recorder, run_id)
         if state.status != "running":
             raise RunNotResumable(f"run {run_id} is {state.status}; branch it to continue")
+        # A missing adapter or a hand-made commit on the branch stops us before anything is
+        # appended: building on either would record a history that does not hold together.
+        check_resumable(self.recorder, self.repo, self.artifacts, run_id)
         state, notes = self.reconcile(state)
         state = self.append(state, [ev.RunResumed(pid=os.getpid(), reconciled=tuple(notes))])
         return self.drive(state)
@@ -399,18 +403,37 @@ class Orchestrator:
         if self.c.trainer is None:
             raise EffectFailed("this policy backend cannot train adapters (mode w needs hf)")
         algorithm = step.decision.algorithm or ""
-        trained = self.c.trainer.train(
-            TrainRequest(
-                run_id=state.run_id,
-                iteration=step.iteration,
-                harness_commit=step.harness_commit,
-                base_adapter_path=self._adapter_path(step.base_adapter),
-                item_ids=step.item_ids,
-                decision=step.decision,
-                seed=iteration_seed(state.seed, step.iteration),
-            )
+        run, iteration = state.run_id, step.iteration
+        # A full disk is no verdict on the candidate: the run stops with nothing recorded, so
+        # `sia resume` trains this iteration again once there is space. The trainer may have
+        # wrapped it (a training worker's ENOSPC reaches us as NoCandidate): causes count.
+        again = (
+            f"run {run} stopped in TRAIN of iteration {iteration} with nothing recorded: "
+            f"free space, then: sia resume {run}"
         )
-        digest = self.artifacts.put(trained.path)
+        try:
+            trained = self.c.trainer.train(
+                TrainRequest(
+                    run_id=run,
+                    iteration=iteration,
+                    harness_commit=step.harness_commit,
+                    base_adapter_path=self._adapter_path(step.base_adapter),
+                    item_ids=step.item_ids,
+                    decision=step.decision,
+                    seed=iteration_seed(state.seed, iteration),
+                )
+            )
+        except Exception as exc:
+            if not is_disk_full(exc):
+                raise
+            raise StorageFull(
+                f"no space left on device while the trainer wrote the adapter "
+                f"({_one_line(exc)}); {again}"
+            ) from exc
+        try:
+            digest = self.artifacts.put(trained.path)
+        except StorageFull as exc:
+            raise StorageFull(f"{exc}; {again}") from exc
         crash_point("after-artifact")
         manifest = {
             "sha256": digest,
@@ -453,6 +476,10 @@ class Orchestrator:
                 metrics=result.metrics,
             )
         ]
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _agent_events(agent: object) -> list[ev.Event]:

@@ -13,11 +13,15 @@ from rich.live import Live
 from rich.syntax import Syntax
 from rich.table import Table
 
-from sia.audit import audit_run
+from ledger import LedgerBusy
+from sia.audit import audit_run, problem_line
+from sia.cli.integrity import inspect_run, warn_altered
 from sia.cli.main import cli, emit_json, open_workspace, parse_iterations, pass_workspace
 from sia.history import harness_at, run_state
 from sia.report.tree import run_tree
+from statemachine.errors import SiaError
 from statemachine.replay import timeline
+from statemachine.state import RunState
 
 __all__ = ["diff", "log", "replay", "status", "verify"]
 
@@ -64,35 +68,58 @@ def status(root: Path, as_json: bool, watch: bool, interval: float) -> None:
         return
     # The ledger is reopened read-only for every redraw, so the live writer is never held up
     # for longer than one read.
-    with Live(_status_table(ws, _status_rows(ws)), auto_refresh=False) as live:
+    warned: set[str] = set()
+    with Live(_status_table(ws, _status_rows(ws, warned)), auto_refresh=False) as live:
         try:
             while True:
                 time.sleep(interval)
-                live.update(_status_table(ws, _status_rows(ws), watching=True), refresh=True)
+                rows = _status_rows(ws, warned)
+                live.update(_status_table(ws, rows, watching=True), refresh=True)
         except KeyboardInterrupt:
             pass
 
 
-def _status_rows(ws) -> list[dict]:
+def _status_rows(ws, warned: set[str] | None = None) -> list[dict]:
+    """One row per run. A run that fails verification gets a warning line on stderr (once
+    per run in ``warned``, so ``--watch`` does not repeat it every redraw)."""
+    warned = set() if warned is None else warned
+    rows = []
     with ws.reader() as rec:
-        states = [run_state(rec, head.run_id) for head in rec.heads()]
-    return [
-        {
-            "run_id": s.run_id,
-            "status": s.status,
-            "phase": s.phase.value if s.phase else None,
-            "iteration": s.iteration,
-            "mode": s.mode,
-            "task": s.task,
-            "events": s.last_seq,
-            "best_val": s.best.score if s.best else None,
-            "test": s.test_score,
-            "tokens": s.tokens_used,
-            "parent": list(s.parent) if s.parent else None,
-            "updated": s.last_ts,
-        }
-        for s in states
-    ]
+        for head in rec.heads():
+            problems = rec.verify(head.run_id).problems
+            if problems and head.run_id not in warned:
+                warned.add(head.run_id)
+                warn_altered(head.run_id, problems)
+            try:
+                state = run_state(rec, head.run_id)
+            except LedgerBusy:
+                raise
+            except SiaError:
+                # verify just read these rows, so this is their content, not the file: the
+                # run is listed all the same, to neither hide the others nor be hidden.
+                state = RunState(
+                    head.run_id, last_seq=head.seq, last_ts=head.ts, status="unreadable"
+                )
+            rows.append(_status_row(state, altered=bool(problems)))
+    return rows
+
+
+def _status_row(s: RunState, *, altered: bool) -> dict:
+    return {
+        "run_id": s.run_id,
+        # An altered run's recorded status is whatever the forger left: say what is known.
+        "status": "tampered" if altered else s.status,
+        "phase": s.phase.value if s.phase else None,
+        "iteration": s.iteration,
+        "mode": s.mode,
+        "task": s.task,
+        "events": s.last_seq,
+        "best_val": s.best.score if s.best else None,
+        "test": s.test_score,
+        "tokens": s.tokens_used,
+        "parent": list(s.parent) if s.parent else None,
+        "updated": s.last_ts,
+    }
 
 
 def _status_table(ws, rows: list[dict], watching: bool = False) -> Table:
@@ -150,7 +177,8 @@ def replay(root: Path, run_id: str, rerun: bool, iterations: str, as_json: bool)
     Folds every event, checks the hash chain, and checks that each commit, adapter tag and
     artifact it names exists. Exits 1 if any check fails. With --rerun, re-executes the
     chosen iterations with their recorded harness, adapter, items and seeds, and reports
-    the first divergence of each episode (call and token); the ledger is only read.
+    the first divergence of each episode (call and token); the ledger is only read. A run
+    whose checks fail is not re-executed: --rerun then names the first problem and exits 1.
 
     \b
     Example:
@@ -160,10 +188,13 @@ def replay(root: Path, run_id: str, rerun: bool, iterations: str, as_json: bool)
     ws = open_workspace(root)
     with ws.reader() as rec:
         result = audit_run(rec, ws.repo(), ws.artifacts(), run_id)
+    if rerun and not result.ok:
+        # Nothing is re-executed on a record that does not hold together; say why in a line.
+        raise SiaError(f"cannot rerun {run_id}: {problem_line(run_id, result.problems)}")
     data = timeline(result.state) if result.state else {"run_id": run_id}
     data["problems"] = [asdict(p) for p in result.problems]
     reports = []
-    if rerun and result.ok:
+    if rerun:
         from sia.rerun import rerun_iterations
 
         reports = rerun_iterations(ws, run_id, iterations=parse_iterations(iterations))
@@ -281,6 +312,10 @@ def verify(root: Path, run_id: str, as_json: bool) -> None:
 def _run_tree(ws) -> list[dict]:
     """Every run of the workspace, branches nested under the run they started from."""
     with ws.reader() as rec:
+        for head in rec.heads():
+            problems = rec.verify(head.run_id).problems
+            if problems:
+                warn_altered(head.run_id, problems)
         return [asdict(node) for node in run_tree(rec)]
 
 
@@ -324,7 +359,7 @@ def log(root: Path, run_id: str | None, as_json: bool) -> None:
         return
     repo = ws.repo()
     with ws.reader() as rec:
-        run_state(rec, run_id)  # fails clearly on an unknown run
+        inspect_run(rec, run_id)  # fails clearly on an unknown run, warns on an altered one
     commits = repo.log(run_id)
     tags = [(t, repo.adapter_manifest(t)) for t in repo.adapter_tags(run_id)]
     if as_json:
@@ -370,7 +405,7 @@ def diff(root: Path, run_id: str, a: int, b: int, as_json: bool) -> None:
     """
     ws = open_workspace(root)
     with ws.reader() as rec:
-        state = run_state(rec, run_id)
+        state = inspect_run(rec, run_id)
     left, right = harness_at(state, a), harness_at(state, b)
     patch = ws.repo().diff(left, right)
     if as_json:

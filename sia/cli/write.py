@@ -12,6 +12,8 @@ import click
 from rich.console import Console
 
 from harness_repo.repo import validate_run_id
+from sia.audit import check_resumable
+from sia.cli.integrity import check_readable, refuse_altered
 from sia.cli.live import RunView, score_table, summary
 from sia.cli.main import cli, pass_workspace
 from sia.cli.options import agent_options
@@ -23,6 +25,7 @@ from sia.workspace import Workspace
 from statemachine.planner import Budget
 from statemachine.state import RunState
 from tasks import get_task
+from tasks.errors import TaskDirError, TaskError
 from tasks.registry import DIR_PREFIX
 
 __all__ = ["branch", "resume", "run"]
@@ -33,6 +36,7 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def _drive(ws: Workspace, config: RunConfig, act, *, quiet: bool, as_json: bool) -> None:
+    check_readable(ws)  # a damaged ledger is refused before the writer touches it
     console = Console(stderr=as_json, quiet=quiet)
     # SIGTERM stops a run as gracefully as Ctrl-C: recorded, resumable.
     previous = signal.signal(signal.SIGTERM, _stop)
@@ -65,6 +69,8 @@ def _drive_in(ws: Workspace, config: RunConfig, act, console: Console, quiet: bo
         return act(orch)
 
 
+_COUNT = click.IntRange(min=0)
+_POSITIVE = click.IntRange(min=1)
 _quiet = click.option("--quiet", is_flag=True, help="No progress display; only the final table.")
 _as_json = click.option(
     "--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (progress on stderr)."
@@ -86,26 +92,32 @@ _as_json = click.option(
     show_default=True,
     help="h: harness edits only; w: LoRA training only; w+h: the agent chooses.",
 )
-@click.option("--iterations", type=int, default=3, show_default=True, help="Iteration budget.")
-@click.option("--wall-seconds", type=float, default=None, help="Wall-time budget.")
-@click.option("--tokens", type=int, default=None, help="Policy token budget.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Items per rollout.")
+# Ranges are click's, so an out-of-range value is a usage error naming the option, before
+# anything is read or written.
+@click.option("--iterations", type=_COUNT, default=3, show_default=True, help="Iteration budget.")
+@click.option(
+    "--wall-seconds", type=click.FloatRange(min=0, min_open=True), help="Wall-time budget."
+)
+@click.option("--tokens", type=_POSITIVE, default=None, help="Policy token budget.")
+@click.option(
+    "--batch-size", type=_POSITIVE, default=16, show_default=True, help="Items per rollout."
+)
 @click.option(
     "--group-size",
-    type=int,
+    type=_POSITIVE,
     default=None,
     help="Episodes per item in a rollout [default: 1 in mode h, 4 when training].",
 )
 @click.option(
     "--rollout-temperature",
-    type=float,
+    type=click.FloatRange(0, 5),
     default=None,
     help="Temperature forced on rollout calls [default: the harness's in mode h, else 1.0].",
 )
-@click.option("--lora-rank", type=int, default=8, show_default=True, help="Rank of adapters.")
+@click.option("--lora-rank", type=_POSITIVE, default=8, show_default=True, help="Rank of adapters.")
 @click.option(
     "--train-processes",
-    type=int,
+    type=_POSITIVE,
     default=1,
     show_default=True,
     help="Data-parallel training workers (torchrun; one GPU each with --train-device cuda).",
@@ -226,7 +238,12 @@ def run(
         validate_run_id(run_id)  # refused before the workspace is touched
     if task_dir is not None:
         task = f"{DIR_PREFIX}{task_dir.expanduser().resolve()}"
-    get_task(task, seed=seed)  # a bad task name or task dir is refused before anything is written
+    try:
+        get_task(task, seed=seed)  # a bad task name or dir is refused before anything is written
+    except TaskDirError:
+        raise  # the directory's own problem, named with its file: not a usage mistake
+    except TaskError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--task'") from None
     config = RunConfig(
         task=task,
         mode=mode,
@@ -272,11 +289,11 @@ def run(
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--at", "at_iteration", type=int, required=True, help="Iteration to branch after.")
+@click.option("--at", "at_iteration", type=_COUNT, required=True, help="Iteration to branch after.")
 @click.option("--name", default=None, help="Name of the new run (default: RUN-at-K).")
 @click.option("--mode", type=click.Choice(["h", "w", "w+h"]), default=None, help="New mode.")
-@click.option("--iterations", type=int, default=None, help="Iterations the branch may run.")
-@click.option("--batch-size", type=int, default=None, help="Items per rollout.")
+@click.option("--iterations", type=_COUNT, default=None, help="Iterations the branch may run.")
+@click.option("--batch-size", type=_POSITIVE, default=None, help="Items per rollout.")
 @click.option("--feedback-agent", type=click.Choice(AGENTS), default=None, help="New agent.")
 @pass_workspace
 def branch(
@@ -302,8 +319,13 @@ def branch(
     """
     ws = Workspace.open(root)
     new = name or f"{run_id}-at-{at_iteration}"
+    check_readable(ws)
+    with ws.reader() as reader:
+        refuse_altered(reader, run_id, "branch")  # a branch would inherit the forgery
     with ws.writer() as recorder:
-        parent = RunConfig.from_dict(run_state(recorder, run_id).config)
+        parent = RunConfig.from_dict(
+            run_state(recorder, run_id).config, source=f"run {run_id}'s stored config"
+        )
         budget = parent.budget
         if iterations is not None:
             budget = dataclasses.replace(budget, iterations=iterations)
@@ -341,5 +363,12 @@ def resume(root: Path, run_id: str, quiet: bool, as_json: bool) -> None:
     """
     ws = Workspace.open(root)
     with ws.reader() as recorder:
-        config = RunConfig.from_dict(run_state(recorder, run_id).config)
+        # First, so an altered record is named by its first bad seq, not by whatever the
+        # fold of it trips over.
+        refuse_altered(recorder, run_id, "resume")
+        config = RunConfig.from_dict(
+            run_state(recorder, run_id).config, source=f"run {run_id}'s stored config"
+        )
+        # Before the model loads: a run that cannot go on should not cost minutes to say so.
+        check_resumable(recorder, ws.repo(), ws.artifacts(), run_id)
     _drive(ws, config, lambda orch: orch.resume(run_id), quiet=quiet, as_json=as_json)
