@@ -235,12 +235,65 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> RunConfig:
+        """The config ``data`` describes (a stored run's, an experiment's options).
+
+        Every mistake is one :class:`ConfigError` line that starts with ``source`` and names
+        the field: an unknown key, a value of the wrong type, or one out of range.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: not a mapping of settings ({type(data).__name__})")
+        known = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
         if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+            raise ConfigError(f"{source}: unknown config keys: {', '.join(unknown)}")
         data = dict(data)
-        if isinstance(data.get("budget"), dict):
-            data["budget"] = Budget.from_config(data)
-        return cls(**data)
+        for name, value in data.items():
+            if name != "budget":
+                _check_type(source, name, str(known[name]), value)
+        budget = data.get("budget")
+        if budget is not None and not isinstance(budget, Budget):
+            if not isinstance(budget, dict):
+                raise ConfigError(f"{source}: budget must be a mapping, got {budget!r}")
+            fields = {f.name: str(f.type) for f in dataclasses.fields(Budget)}
+            for name, value in budget.items():
+                if name not in fields:
+                    raise ConfigError(f"{source}: unknown budget key {name!r}")
+                _check_type(source, f"budget.{name}", fields[name], value)
+        try:
+            if isinstance(budget, dict):
+                data["budget"] = Budget.from_config(data)
+            return cls(**data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+
+#: The annotations a stored config's scalar fields carry, and the JSON types that fit them.
+_SCALARS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "None": (type(None),),
+}
+
+
+def _check_type(source: str, name: str, annotation: str, value: Any) -> None:
+    """Refuse ``value`` unless it fits ``annotation`` (``int``, ``float | None``, …).
+
+    A stored config comes from JSON written by some SIA, or by hand; a string where a number
+    belongs would otherwise surface later as a ``TypeError`` deep in the loop.
+    """
+    accepted: list[type] = []
+    for part in annotation.split("|"):
+        types = _SCALARS.get(part.strip())
+        if types is None:
+            return  # not a scalar (Budget): checked where it is built
+        accepted.extend(types)
+    # bool is an int to Python but not to a user who wrote "batch_size": true.
+    if isinstance(value, bool) and bool not in accepted:
+        ok = False
+    else:
+        ok = isinstance(value, tuple(accepted))
+    if not ok:
+        raise ConfigError(f"{source}: {name} must be {annotation}, got {value!r}")

@@ -129,15 +129,24 @@ class ExperimentSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ExperimentSpec:
-        try:
-            return cls(
-                name=data["name"],
-                modes=tuple(data["modes"]),
-                seeds=tuple(int(s) for s in data["seeds"]),
-                options=dict(data["options"]),
+        # Each mistake names its field: the definition is a file a user may have edited.
+        if not isinstance(data, Mapping):
+            raise ExperimentError(
+                f"not an experiment definition: an object is needed, not {type(data).__name__}"
             )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ExperimentError(f"not an experiment definition: {exc}") from exc
+        missing = [key for key in ("name", "modes", "seeds", "options") if key not in data]
+        if missing:
+            raise ExperimentError(f"not an experiment definition: no {', '.join(missing)}")
+        try:
+            field = "modes"
+            modes = tuple(data["modes"])
+            field = "seeds"
+            seeds = tuple(int(s) for s in data["seeds"])
+            field = "options"
+            options = dict(data["options"])
+        except (TypeError, ValueError) as exc:
+            raise ExperimentError(f"not an experiment definition: {field}: {exc}") from exc
+        return cls(name=data["name"], modes=modes, seeds=seeds, options=options)
 
 
 @dataclass(frozen=True)
@@ -203,8 +212,12 @@ def check_definition(path: Path, spec: ExperimentSpec) -> None:
     if not path.exists():
         return
     try:
-        stored = ExperimentSpec.from_dict(json.loads(path.read_text())["definition"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+        saved = json.loads(path.read_text())
+        if not isinstance(saved, dict) or "definition" not in saved:
+            raise ValueError("no 'definition' in it")
+        stored = ExperimentSpec.from_dict(saved["definition"])
+    except (OSError, ValueError, ExperimentError) as exc:
+        # Named with the file, which is the user's to fix (or to move aside).
         raise ExperimentError(f"cannot read {path}: {exc}") from exc
     diff = _differences(stored.options, spec.options)
     if diff:

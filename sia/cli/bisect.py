@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from sia.bisect import bisect_run, parse_metric
+from sia.cli.integrity import refuse_altered
 from sia.cli.main import cli, emit_json, open_workspace, pass_workspace
 from sia.cli.read import json_option
 from sia.history import iteration_records, run_state
@@ -54,6 +55,8 @@ def bisect(
     """
     ws = open_workspace(root)
     chosen = parse_metric(metric, higher_is_better=not lower_is_better)
+    with ws.reader() as recorder:
+        refuse_altered(recorder, run_id, "bisect")  # before a model loads
     result = bisect_run(
         ws, run_id, chosen, good=good, bad=bad, tolerance=tolerance, recorded=recorded
     )

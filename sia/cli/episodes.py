@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from sia.cli.integrity import inspect_run
 from sia.cli.main import cli, emit_json, open_workspace, pass_workspace
 from sia.cli.read import json_option
 from sia.errors import SiaError
@@ -43,6 +44,9 @@ def episodes(
     """
     ws = open_workspace(root)
     with ws.reader() as rec:
+        # Episodes live in their own table: without this an unknown run would list as
+        # "0 episodes", and a damaged or altered event record would go unnoticed.
+        inspect_run(rec, run_id)
         found = read_trajectories(
             rec, run_id, iteration=iteration, purpose=purpose, episode_id=episode_id
         )

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from sia.cli.integrity import refuse_altered
 from sia.cli.main import cli, emit_json, open_workspace, parse_iterations, pass_workspace
 from sia.cli.read import json_option
 
@@ -44,6 +45,8 @@ def evaluate(root: Path, run_id: str, split: str, iterations: str, as_json: bool
 
     ws = open_workspace(root)
     chosen = parse_iterations(iterations)
+    with ws.reader() as rec:
+        refuse_altered(rec, run_id, "evaluate")  # before a model loads
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
     bar = Progress(*columns, TimeRemainingColumn(), transient=True, disable=as_json)
     task = bar.add_task(f"evaluating on {split}", total=None)

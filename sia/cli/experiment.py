@@ -12,6 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from sia.cli.integrity import check_readable
 from sia.cli.live import RunView
 from sia.cli.main import cli, pass_workspace
 from sia.cli.options import agent_options
@@ -27,6 +28,7 @@ from sia.experiment import (
     format_stat,
     run_experiment,
 )
+from sia.workspace import Workspace
 from tasks import get_task
 from tasks.registry import DIR_PREFIX
 
@@ -237,6 +239,7 @@ def experiment(
             "agent_api_key_env": agent_api_key_env,
         },
     )
+    check_readable(Workspace(root))  # a damaged ledger is refused before anything is written
     console = Console(stderr=as_json, quiet=quiet)
     previous = signal.signal(signal.SIGTERM, _stop)  # stopped like Ctrl-C: recorded, resumable
     try:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ledger.records import EPISODE_PURPOSES
+from sia.cli.integrity import refuse_altered
 from sia.cli.main import cli, emit_json, open_workspace, pass_workspace
 from sia.export import FORMATS, ExportError, ExportFilters, export_run
 from tasks.base import SPLITS
@@ -84,6 +85,7 @@ def export(
         split=split, purpose=purpose, iteration=iteration, min_reward=min_reward
     )
     with ws.reader() as rec:
+        refuse_altered(rec, run_id, "export")  # a training set must not carry a forgery on
         result = export_run(rec, run_id, out, fmt=fmt, filters=filters)
     if as_json:
         emit_json(result.to_dict())

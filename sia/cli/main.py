@@ -12,12 +12,27 @@ from sia.errors import Interrupted
 from sia.workspace import DEFAULT_WORKSPACE, Workspace
 from statemachine.errors import SiaError
 
-__all__ = ["cli", "emit_json", "open_workspace", "parse_iterations", "pass_workspace"]
+__all__ = [
+    "OneLineUsageError",
+    "cli",
+    "emit_json",
+    "open_workspace",
+    "parse_iterations",
+    "pass_workspace",
+]
+
+
+class OneLineUsageError(click.ClickException):
+    """A usage mistake (a bad option value, a missing argument), told in one line like every
+    other error; exit code 2, as click gives it."""
+
+    exit_code = 2
 
 
 class SiaGroup(click.Group):
-    """Turns every :class:`SiaError` into a one-line ``ClickException``; an interrupted
-    run prints where it stopped and exits 130."""
+    """Turns every :class:`SiaError` into a one-line ``ClickException`` and every usage error
+    of a subcommand into a one-line :class:`OneLineUsageError`; an interrupted run prints
+    where it stopped and exits 130."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -27,6 +42,11 @@ class SiaGroup(click.Group):
             ctx.exit(130)  # the shell's code for "ended by SIGINT"
         except SiaError as exc:
             raise click.ClickException(str(exc)) from exc
+        except click.UsageError as exc:
+            # click would print the usage block first, which buries the one line that
+            # matters; the help is one flag away, and the line says which.
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            raise OneLineUsageError(f"{exc.format_message()} (see `{where} --help`)") from exc
 
 
 @click.group(cls=SiaGroup, context_settings={"help_option_names": ["-h", "--help"]})

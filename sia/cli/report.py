@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from sia.cli.integrity import refuse_altered
 from sia.cli.main import cli, open_workspace, pass_workspace
 from sia.report import write_report
 
@@ -37,6 +38,8 @@ def report(root: Path, run_id: str, out: Path | None) -> None:
         sia report run-20261122-001 --out /tmp/run.html
     """
     ws = open_workspace(root)
+    with ws.reader() as rec:
+        refuse_altered(rec, run_id, "report on")  # a report is read as the record's word
     path, data = write_report(ws, run_id, out)
     episodes = sum(s.episodes for s in data.rewards)
     click.echo(

@@ -9,6 +9,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from sia.cli.integrity import inspect_run
 from sia.cli.main import cli, emit_json, open_workspace, pass_workspace
 from sia.cli.read import json_option
 
@@ -36,6 +37,7 @@ def why(root: Path, run_id: str, iteration: int, as_json: bool) -> None:
 
     ws = open_workspace(root)
     with ws.reader() as rec:
+        inspect_run(rec, run_id)  # warns on an altered run, stops if it no longer folds
         audit = explain_iteration(rec, ws.repo(), run_id, iteration)
     if as_json:
         emit_json(audit)

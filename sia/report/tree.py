@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ledger import Recorder
+from ledger import LedgerBusy, Recorder
 from sia.history import run_state
+from statemachine.errors import SiaError
+from statemachine.state import RunState
 
 __all__ = ["RunNode", "run_tree"]
 
@@ -30,7 +32,16 @@ def run_tree(recorder: Recorder) -> list[RunNode]:
     """
     nodes: dict[str, RunNode] = {}
     for head in recorder.heads():
-        s = run_state(recorder, head.run_id)
+        try:
+            s = run_state(recorder, head.run_id)
+        except LedgerBusy:
+            raise
+        except SiaError:
+            # verify re-reads the rows and raises if the file cannot give them; if it can,
+            # the record itself no longer folds (edited by hand): the run is still listed,
+            # as a root, so that it hides neither itself nor the others.
+            recorder.verify(head.run_id)
+            s = RunState(head.run_id, last_seq=head.seq, status="unreadable")
         nodes[s.run_id] = RunNode(
             run_id=s.run_id,
             parent=s.parent[0] if s.parent else None,
