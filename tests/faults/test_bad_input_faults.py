@@ -18,13 +18,12 @@ record no longer folds, stop with it); commands that build on a run refuse it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +32,11 @@ import duckdb
 import pytest
 from click.testing import CliRunner, Result
 
-from ledger import DuckDBRecorder, NewEvent, Recorder
+from ledger import DuckDBRecorder, NewEvent
 from sia.audit import audit_run
 from sia.cli import cli
 from sia.config import RunConfig
 from sia.history import run_state
-from sia.ports import Components, RolloutRequest
 from sia.workspace import Workspace
 from statemachine import events as ev
 from statemachine.codec import encode
@@ -46,13 +44,9 @@ from tasks.siadir.layout import MAX_FILE_BYTES
 from tests.faults.accounting import difference, run_loss
 from tests.faults.conftest import Faults
 from tests.support.scripted import (
-    ScriptedFeedback,
-    ScriptedMeta,
-    ScriptedRunner,
-    ScriptedTask,
-    ScriptedTrainer,
     simulate,
 )
+from tests.support.scripted_cli import Scripted, one_line, patch_components
 
 ITERATIONS = 3
 #: Two runs share the ledger: r1 is the one faults hit, r2 the bystander that must survive.
@@ -65,58 +59,8 @@ TASK_FIXTURE = Path(__file__).resolve().parents[1] / "support" / "sia_task"
 # ── scripted components behind the real CLI ──────────────────────────────────────────────
 
 
-@dataclass
-class Scripted:
-    """Stands in for ``open_components``: the scripted agents, runner and trainer, which stop
-    a run with Ctrl-C at ``interrupt_at``'s rollout; counts how often it was opened."""
-
-    interrupt_at: int | None = None
-    opened: int = 0
-
-    @contextlib.contextmanager
-    def open(
-        self, config: RunConfig, recorder: Recorder, *, progress: Any = None
-    ) -> Iterator[Components]:
-        self.opened += 1
-        scratch = Path(recorder.path).parent / "scratch"  # type: ignore[attr-defined]
-        yield Components(
-            task=ScriptedTask(),
-            meta=ScriptedMeta(),
-            feedback=ScriptedFeedback(config.mode),
-            runner=_Runner(self),
-            trainer=ScriptedTrainer(scratch),
-        )
-
-
-class _Runner(ScriptedRunner):
-    def __init__(self, script: Scripted) -> None:
-        super().__init__()
-        self.script = script
-
-    def rollout(self, request: RolloutRequest):
-        if request.iteration == self.script.interrupt_at:
-            self.script.interrupt_at = None
-            raise KeyboardInterrupt("SIGINT")
-        return super().rollout(request)
-
-
-def patch_components(monkeypatch: pytest.MonkeyPatch, script: Scripted) -> None:
-    # `sia run`/`resume` import it into their module, `sia experiment` from sia.wiring.
-    monkeypatch.setattr("sia.cli.write.open_components", script.open)
-    monkeypatch.setattr("sia.wiring.open_components", script.open)
-
-
 def sia(root: Path, *args: str) -> Result:
     return CliRunner().invoke(cli, ["-w", str(root), *args])
-
-
-def one_line(result: Result) -> str:
-    """The single line a refused command prints, after checking it is one and no crash."""
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.output
-    assert "Traceback" not in result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
 
 
 def start(root: Path, run_id: str) -> Result:
@@ -130,7 +74,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("template") / "ws"
     with pytest.MonkeyPatch.context() as patch:
         for run_id in MODES:
-            patch_components(patch, Scripted(interrupt_at=STOPPED_AT))
+            patch_components(patch, Scripted(interrupt_rollout=STOPPED_AT))
             stopped = start(root, run_id)
             assert stopped.exit_code == 130, stopped.output
     return root

@@ -10,15 +10,13 @@ leaves a run that cannot be told from an undisturbed one.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,11 @@ import pytest
 from click.testing import CliRunner, Result
 
 from harness_repo import ArtifactStore
-from ledger import Recorder
 from sia.audit import audit_run
 from sia.cli import cli
-from sia.config import RunConfig
 from sia.errors import RunNotResumable
 from sia.history import run_state
-from sia.ports import Components, RolloutRequest, TrainedAdapter, TrainRequest
+from sia.ports import TrainRequest
 from sia.workspace import Workspace
 from statemachine import events as ev
 from statemachine import fold
@@ -42,13 +38,9 @@ from tests.sia.test_orchestrator import structure
 from tests.support.any_number import registered
 from tests.support.run_scripted import orchestrator
 from tests.support.scripted import (
-    ScriptedFeedback,
-    ScriptedMeta,
-    ScriptedRunner,
-    ScriptedTask,
-    ScriptedTrainer,
     simulate,
 )
+from tests.support.scripted_cli import Scripted, one_line, patch_components
 
 RUN, ITERATIONS = "r1", 3
 
@@ -60,57 +52,6 @@ class _Stop(Exception):
     """A SIGKILL stand-in: it escapes the orchestrator with nothing recorded."""
 
 
-@dataclass
-class Scripted:
-    """Stands in for ``open_components``: scripted agents, runner and trainer, with hooks to
-    stop a run (Ctrl-C at a rollout) or fail its training, and a count of its openings."""
-
-    root: Path
-    interrupt_rollout: int | None = None  # Ctrl-C once, at this iteration's rollout
-    block_rollout: Callable[[int], None] | None = None  # called before every rollout
-    train_fault: Callable[[TrainRequest, Path], None] | None = None  # after training
-    opened: int = 0
-
-    @contextlib.contextmanager
-    def open(
-        self, config: RunConfig, recorder: Recorder, *, progress: Any = None
-    ) -> Iterator[Components]:
-        self.opened += 1
-        yield Components(
-            task=ScriptedTask(),
-            meta=ScriptedMeta(),
-            feedback=ScriptedFeedback(config.mode),
-            runner=_Runner(self),
-            trainer=_Trainer(self.root / "scratch", self),
-        )
-
-
-class _Runner(ScriptedRunner):
-    def __init__(self, script: Scripted) -> None:
-        super().__init__()
-        self.script = script
-
-    def rollout(self, request: RolloutRequest):
-        if self.script.block_rollout is not None:
-            self.script.block_rollout(request.iteration)
-        if request.iteration == self.script.interrupt_rollout:
-            self.script.interrupt_rollout = None
-            raise KeyboardInterrupt("SIGINT")
-        return super().rollout(request)
-
-
-class _Trainer(ScriptedTrainer):
-    def __init__(self, workdir: Path, script: Scripted) -> None:
-        super().__init__(workdir)
-        self.script = script
-
-    def train(self, request: TrainRequest) -> TrainedAdapter:
-        trained = super().train(request)
-        if self.script.train_fault is not None:
-            self.script.train_fault(request, trained.path)
-        return trained
-
-
 def sia(ws: Workspace, *args: str) -> Result:
     return CliRunner().invoke(cli, ["-w", str(ws.root), *args])
 
@@ -120,12 +61,6 @@ def start(ws: Workspace, mode: str) -> Result:
     return sia(ws, "run", "--run-id", RUN, *args)
 
 
-def one_line(result: Result) -> str:
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    return lines[0]
-
-
 @pytest.fixture
 def ws(tmp_path: Path) -> Workspace:
     return Workspace.create(tmp_path / "ws")
@@ -133,8 +68,8 @@ def ws(tmp_path: Path) -> Workspace:
 
 @pytest.fixture
 def script(ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> Scripted:
-    scripted = Scripted(ws.root)
-    monkeypatch.setattr("sia.cli.write.open_components", scripted.open)
+    scripted = Scripted()
+    patch_components(monkeypatch, scripted)
     return scripted
 
 
@@ -145,7 +80,7 @@ def undisturbed(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     with pytest.MonkeyPatch.context() as patch:
         for mode in ("w+h", "w"):
             ws = Workspace.create(tmp_path_factory.mktemp("undisturbed"))
-            patch.setattr("sia.cli.write.open_components", Scripted(ws.root).open)
+            patch.setattr("sia.cli.write.open_components", Scripted().open)
             assert start(ws, mode).exit_code == 0
             digests[mode] = ws.artifacts().digests()
     return digests
@@ -492,7 +427,7 @@ def blocked_run(root: str, gate: str) -> None:
         while not release.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    script = Scripted(Path(root), block_rollout=hold)
+    script = Scripted(block_rollout=hold)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr("sia.cli.write.open_components", script.open)
         args = ["--mode", "w+h", "--iterations", str(ITERATIONS), "--batch-size", "4"]
