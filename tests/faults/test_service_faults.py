@@ -79,9 +79,15 @@ def _rollout(
     return request
 
 
-def _account(recorder: DuckDBRecorder, request: RolloutRequest) -> tuple[int, int]:
-    """``(lost, duplicates)``: episodes of ``request`` without exactly one row, plus calls
-    on record that their episode's row does not count (or that belong to no episode)."""
+def _account(recorder: DuckDBRecorder, *requests: RolloutRequest) -> tuple[int, int]:
+    """``(lost, duplicates)`` summed over the rollouts ``requests``."""
+    counts = [_account_one(recorder, request) for request in requests]
+    return sum(lost for lost, _ in counts), sum(dup for _, dup in counts)
+
+
+def _account_one(recorder: DuckDBRecorder, request: RolloutRequest) -> tuple[int, int]:
+    """Episodes of ``request`` without exactly one row, plus calls on record that their
+    episode's row does not count (or that belong to no episode)."""
     rows = recorder.read_episodes(RUN, request.iteration, "rollout")
     expected = [(request.iteration, "rollout", "train", item) for item in request.item_ids]
     lost, duplicates = difference(expected, episode_keys(rows))
@@ -156,9 +162,7 @@ def test_a_model_error_fails_only_its_episodes_and_the_next_rollout_is_served(
         backend.poison.clear()
         second = _rollout(runner, arith, 2, ids)
         runner.close()
-    lost, duplicates = _account(recorder, first)
-    later_lost, later_duplicates = _account(recorder, second)
-    injection.account(lost + later_lost, duplicates + later_duplicates)
+    injection.account(*_account(recorder, first, second))
     assert (injection.lost, injection.duplicates) == (0, 0)
 
     rows = _by_item(recorder, 1)
@@ -334,9 +338,7 @@ def test_a_failing_or_hanging_server_fails_only_its_episodes(
         proxy.faults.clear()
         second = _rollout(runner, arith, 2, ids)
         runner.close()
-    lost, duplicates = _account(recorder, first)
-    later_lost, later_duplicates = _account(recorder, second)
-    injection.account(lost + later_lost, duplicates + later_duplicates)
+    injection.account(*_account(recorder, first, second))
     assert (injection.lost, injection.duplicates) == (0, 0)
 
     rows = _by_item(recorder, 1)
