@@ -44,12 +44,15 @@ def episodes(
     """
     ws = open_workspace(root)
     with ws.reader() as rec:
-        # Episodes live in their own table: without this an unknown run would list as
-        # "0 episodes", and a damaged or altered event record would go unnoticed.
-        inspect_run(rec, run_id)
         found = read_trajectories(
             rec, run_id, iteration=iteration, purpose=purpose, episode_id=episode_id
         )
+        # Episodes live in their own table (a bare rollout records them without events):
+        # an unknown run must not list as "0 episodes", nor an altered one go unnoticed.
+        if rec.head(run_id) is not None:
+            inspect_run(rec, run_id)
+        elif not rec.read_episodes(run_id):
+            raise SiaError(f"no run named {run_id} in this workspace")
     if episode_id is not None and not found:
         raise SiaError(f"run {run_id} has no episode {episode_id!r}")
     if as_json:
