@@ -29,7 +29,7 @@ from sia.workspace import Workspace
 from statemachine.errors import SiaError
 from statemachine.state import RunState
 
-__all__ = ["RunAltered", "check_readable", "inspect_run", "problem_line", "refuse_altered"]
+__all__ = ["RunAltered", "check_readable", "inspect_run", "refuse_altered", "warn_altered_runs"]
 
 
 class RunAltered(SiaError):
@@ -57,6 +57,21 @@ def warn_altered(run_id: str, problems: tuple[Problem, ...]) -> None:
         f"{problem_line(run_id, problems)}; what is shown may be forged",
         err=True,
     )
+
+
+def warn_altered_runs(recorder: Recorder, warned: set[str] | None = None) -> set[str]:
+    """The runs of the workspace that fail verification, each warned about once (runs in
+    ``warned`` are not warned about again, so ``status --watch`` does not repeat itself)."""
+    altered = set()
+    for head in recorder.heads():
+        problems = recorder.verify(head.run_id).problems
+        if problems:
+            altered.add(head.run_id)
+            if warned is None or head.run_id not in warned:
+                warn_altered(head.run_id, problems)
+    if warned is not None:
+        warned.update(altered)
+    return altered
 
 
 def inspect_run(recorder: Recorder, run_id: str) -> RunState:

@@ -15,7 +15,7 @@ from rich.table import Table
 
 from ledger import LedgerBusy
 from sia.audit import audit_run, problem_line
-from sia.cli.integrity import inspect_run, warn_altered
+from sia.cli.integrity import inspect_run, warn_altered_runs
 from sia.cli.main import cli, emit_json, open_workspace, parse_iterations, pass_workspace
 from sia.history import harness_at, run_state
 from sia.report.tree import run_tree
@@ -82,14 +82,10 @@ def status(root: Path, as_json: bool, watch: bool, interval: float) -> None:
 def _status_rows(ws, warned: set[str] | None = None) -> list[dict]:
     """One row per run. A run that fails verification gets a warning line on stderr (once
     per run in ``warned``, so ``--watch`` does not repeat it every redraw)."""
-    warned = set() if warned is None else warned
     rows = []
     with ws.reader() as rec:
+        altered = warn_altered_runs(rec, warned)
         for head in rec.heads():
-            problems = rec.verify(head.run_id).problems
-            if problems and head.run_id not in warned:
-                warned.add(head.run_id)
-                warn_altered(head.run_id, problems)
             try:
                 state = run_state(rec, head.run_id)
             except LedgerBusy:
@@ -100,7 +96,7 @@ def _status_rows(ws, warned: set[str] | None = None) -> list[dict]:
                 state = RunState(
                     head.run_id, last_seq=head.seq, last_ts=head.ts, status="unreadable"
                 )
-            rows.append(_status_row(state, altered=bool(problems)))
+            rows.append(_status_row(state, altered=head.run_id in altered))
     return rows
 
 
@@ -312,10 +308,7 @@ def verify(root: Path, run_id: str, as_json: bool) -> None:
 def _run_tree(ws) -> list[dict]:
     """Every run of the workspace, branches nested under the run they started from."""
     with ws.reader() as rec:
-        for head in rec.heads():
-            problems = rec.verify(head.run_id).problems
-            if problems:
-                warn_altered(head.run_id, problems)
+        warn_altered_runs(rec)
         return [asdict(node) for node in run_tree(rec)]
 
 
