@@ -541,6 +541,7 @@ def _drive(
     planned: PlannedRun,
     resume: bool,
     display: AbstractContextManager[RunDisplay | None],
+    stop_requested: Callable[[], str | None],
 ) -> RunState:
     from sia.wiring import open_components  # loads model code only when a run is driven
 
@@ -553,6 +554,7 @@ def _drive(
                 artifacts=workspace.artifacts(),
                 components=components,
                 observer=view,
+                stop_requested=stop_requested,
             )
             if resume:
                 return orch.resume(planned.run_id)
@@ -565,14 +567,16 @@ def run_experiment(
     *,
     display: Callable[[PlannedRun], AbstractContextManager[RunDisplay | None]] | None = None,
     notify: Callable[[RunNotice], None] | None = None,
+    stop_requested: Callable[[], str | None] = lambda: None,
 ) -> ExperimentReport:
     """Start the missing runs, resume the interrupted ones, skip the finished or failed
     ones, then save and return the report.
 
     Everything is checked before anything runs: each run's config, the stored definition
     and the configs of runs already made under these ids. ``Interrupted`` (Ctrl-C, or
-    SIGTERM where the caller maps it to ``KeyboardInterrupt``) propagates after the run
-    recorded it; re-running the experiment resumes it.
+    SIGTERM where the caller maps it to ``KeyboardInterrupt``, or a stop named by
+    ``stop_requested``) propagates after the run recorded it; re-running the experiment
+    resumes it.
     """
     from sia.wiring import check_supported
 
@@ -592,7 +596,7 @@ def run_experiment(
         if action == "skip":
             continue
         view = display(planned) if display is not None else nullcontext()
-        state = _drive(workspace, planned, action == "resume", view)
+        state = _drive(workspace, planned, action == "resume", view, stop_requested)
         if notify is not None:
             notify(RunNotice(planned, index, len(plan), "end", _result(planned, state)))
     with workspace.reader() as recorder:

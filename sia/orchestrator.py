@@ -79,11 +79,13 @@ class Orchestrator:
         components: Components,
         clock: Callable[[], float] = time.time,
         observer: RunObserver | None = None,
+        stop_requested: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.recorder, self.repo, self.artifacts = recorder, repo, artifacts
         self.c = components
         self.clock = clock
         self.observer = observer
+        self.stop_requested = stop_requested
         # One handler per step type; a step the core invents without a handler fails loudly.
         self._effects: dict[type[Step], Callable[[RunState, Any], Sequence[ev.Event]]] = {
             Record: lambda _state, step: step.events,
@@ -157,10 +159,13 @@ class Orchestrator:
 
     def drive(self, state: RunState) -> RunState:
         """Perform steps until the run ends. ``KeyboardInterrupt`` (Ctrl-C; the CLI turns
-        SIGTERM into one) records ``RunInterrupted`` and raises :class:`Interrupted`."""
+        SIGTERM into one) records ``RunInterrupted`` and raises :class:`Interrupted`; so
+        does a stop named by ``stop_requested`` whose interrupt got lost on its way."""
         step: Step | None = None
         try:
             while (step := next_step(state, now=self.clock())) is not None:
+                if signal := self.stop_requested():
+                    raise KeyboardInterrupt(signal)
                 if self.observer is not None:
                     self.observer.step_started(state, step)
                 events = self._perform(state, step)

@@ -4,7 +4,6 @@ the modes on the test split. Importing this module registers the command."""
 from __future__ import annotations
 
 import json
-import signal
 from contextlib import AbstractContextManager
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from rich.table import Table
 from sia.cli.integrity import check_readable
 from sia.cli.live import RunView
 from sia.cli.main import cli, pass_workspace
-from sia.cli.options import agent_options
+from sia.cli.options import COUNT, POSITIVE, SECONDS, TEMPERATURE, agent_options
 from sia.config import BACKENDS
 from sia.errors import Interrupted, SiaError
 from sia.experiment import (
@@ -28,15 +27,12 @@ from sia.experiment import (
     format_stat,
     run_experiment,
 )
+from sia.stopping import stop_signals
 from sia.workspace import Workspace
 from tasks import get_task
 from tasks.registry import DIR_PREFIX
 
 __all__ = ["experiment"]
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
 def _modes(text: str) -> tuple[str, ...]:
@@ -104,7 +100,7 @@ def _display(console: Console, quiet: bool):
 )
 @click.option(
     "--seeds",
-    type=click.IntRange(min=1),
+    type=POSITIVE,
     default=3,
     show_default=True,
     help="Runs per mode, seeds 0 … N-1.",
@@ -113,24 +109,26 @@ def _display(console: Console, quiet: bool):
     "--name", default=None, help="Experiment name, prefix of its run ids [default: the task]."
 )
 @click.option(
-    "--iterations", type=int, default=3, show_default=True, help="Iteration budget per run."
+    "--iterations", type=COUNT, default=3, show_default=True, help="Iteration budget per run."
 )
-@click.option("--wall-seconds", type=float, default=None, help="Wall-time budget per run.")
-@click.option("--tokens", type=int, default=None, help="Policy token budget per run.")
-@click.option("--batch-size", type=int, default=16, show_default=True, help="Items per rollout.")
+@click.option("--wall-seconds", type=SECONDS, default=None, help="Wall-time budget per run.")
+@click.option("--tokens", type=POSITIVE, default=None, help="Policy token budget per run.")
+@click.option(
+    "--batch-size", type=POSITIVE, default=16, show_default=True, help="Items per rollout."
+)
 @click.option(
     "--group-size",
-    type=int,
+    type=POSITIVE,
     default=None,
     help="Episodes per item in a rollout [default: 1 in mode h, 4 when training].",
 )
 @click.option(
     "--rollout-temperature",
-    type=float,
+    type=TEMPERATURE,
     default=None,
     help="Temperature forced on rollout calls [default: the harness's in mode h, else 1.0].",
 )
-@click.option("--lora-rank", type=int, default=8, show_default=True, help="Rank of adapters.")
+@click.option("--lora-rank", type=POSITIVE, default=8, show_default=True, help="Rank of adapters.")
 @click.option("--algorithm", default=None, help="Force one RL algorithm for every TRAIN.")
 @click.option(
     "--train-device",
@@ -241,15 +239,18 @@ def experiment(
     )
     check_readable(Workspace(root))  # a damaged ledger is refused before anything is written
     console = Console(stderr=as_json, quiet=quiet)
-    previous = signal.signal(signal.SIGTERM, _stop)  # stopped like Ctrl-C: recorded, resumable
     try:
-        report = run_experiment(
-            root, spec, display=_display(console, quiet), notify=_notify(console)
-        )
+        # SIGTERM stops it like Ctrl-C: the run is recorded as interrupted, resumable.
+        with stop_signals() as stop:
+            report = run_experiment(
+                root,
+                spec,
+                display=_display(console, quiet),
+                notify=_notify(console),
+                stop_requested=stop.requested,
+            )
     except Interrupted as exc:
         raise Interrupted(f"{exc}; or run this experiment command again") from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:

@@ -9,9 +9,16 @@ import click
 
 from sia.config import AGENTS
 
-__all__ = ["agent_options"]
+__all__ = ["COUNT", "POSITIVE", "SECONDS", "TEMPERATURE", "agent_options"]
 
 F = TypeVar("F", bound=Callable)
+
+# Ranges are click's, so an out-of-range value is a usage error naming the option, before
+# anything is read or written.
+COUNT = click.IntRange(min=0)
+POSITIVE = click.IntRange(min=1)
+SECONDS = click.FloatRange(min=0, min_open=True)
+TEMPERATURE = click.FloatRange(0, 5)
 
 
 def agent_options(command: F) -> F:

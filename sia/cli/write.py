@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
-import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -16,10 +16,11 @@ from sia.audit import check_resumable
 from sia.cli.integrity import check_readable, refuse_altered
 from sia.cli.live import RunView, score_table, summary
 from sia.cli.main import cli, pass_workspace
-from sia.cli.options import agent_options
+from sia.cli.options import COUNT, POSITIVE, SECONDS, TEMPERATURE, agent_options
 from sia.config import AGENTS, BACKENDS, RunConfig
 from sia.history import run_state
 from sia.orchestrator import Orchestrator
+from sia.stopping import stop_signals
 from sia.wiring import check_supported, open_components
 from sia.workspace import Workspace
 from statemachine.planner import Budget
@@ -31,19 +32,12 @@ from tasks.registry import DIR_PREFIX
 __all__ = ["branch", "resume", "run"]
 
 
-def _stop(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
-
-
 def _drive(ws: Workspace, config: RunConfig, act, *, quiet: bool, as_json: bool) -> None:
     check_readable(ws)  # a damaged ledger is refused before the writer touches it
     console = Console(stderr=as_json, quiet=quiet)
     # SIGTERM stops a run as gracefully as Ctrl-C: recorded, resumable.
-    previous = signal.signal(signal.SIGTERM, _stop)
-    try:
-        state = _drive_in(ws, config, act, console, quiet)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with stop_signals() as stop:
+        state = _drive_in(ws, config, act, console, quiet, stop.requested)
     if as_json:
         click.echo(json.dumps(summary(state), indent=2))
         return
@@ -53,7 +47,14 @@ def _drive(ws: Workspace, config: RunConfig, act, *, quiet: bool, as_json: bool)
     console.print(f"inspect it with: sia replay {state.run_id}")
 
 
-def _drive_in(ws: Workspace, config: RunConfig, act, console: Console, quiet: bool) -> RunState:
+def _drive_in(
+    ws: Workspace,
+    config: RunConfig,
+    act,
+    console: Console,
+    quiet: bool,
+    stop_requested: Callable[[], str | None],
+) -> RunState:
     with (
         ws.writer() as recorder,
         RunView(console, config.budget.iterations, quiet=quiet) as view,
@@ -65,12 +66,11 @@ def _drive_in(ws: Workspace, config: RunConfig, act, console: Console, quiet: bo
             artifacts=ws.artifacts(),
             components=components,
             observer=view,
+            stop_requested=stop_requested,
         )
         return act(orch)
 
 
-_COUNT = click.IntRange(min=0)
-_POSITIVE = click.IntRange(min=1)
 _quiet = click.option("--quiet", is_flag=True, help="No progress display; only the final table.")
 _as_json = click.option(
     "--json", "as_json", is_flag=True, help="Print a JSON summary on stdout (progress on stderr)."
@@ -92,32 +92,28 @@ _as_json = click.option(
     show_default=True,
     help="h: harness edits only; w: LoRA training only; w+h: the agent chooses.",
 )
-# Ranges are click's, so an out-of-range value is a usage error naming the option, before
-# anything is read or written.
-@click.option("--iterations", type=_COUNT, default=3, show_default=True, help="Iteration budget.")
+@click.option("--iterations", type=COUNT, default=3, show_default=True, help="Iteration budget.")
+@click.option("--wall-seconds", type=SECONDS, help="Wall-time budget.")
+@click.option("--tokens", type=POSITIVE, default=None, help="Policy token budget.")
 @click.option(
-    "--wall-seconds", type=click.FloatRange(min=0, min_open=True), help="Wall-time budget."
-)
-@click.option("--tokens", type=_POSITIVE, default=None, help="Policy token budget.")
-@click.option(
-    "--batch-size", type=_POSITIVE, default=16, show_default=True, help="Items per rollout."
+    "--batch-size", type=POSITIVE, default=16, show_default=True, help="Items per rollout."
 )
 @click.option(
     "--group-size",
-    type=_POSITIVE,
+    type=POSITIVE,
     default=None,
     help="Episodes per item in a rollout [default: 1 in mode h, 4 when training].",
 )
 @click.option(
     "--rollout-temperature",
-    type=click.FloatRange(0, 5),
+    type=TEMPERATURE,
     default=None,
     help="Temperature forced on rollout calls [default: the harness's in mode h, else 1.0].",
 )
-@click.option("--lora-rank", type=_POSITIVE, default=8, show_default=True, help="Rank of adapters.")
+@click.option("--lora-rank", type=POSITIVE, default=8, show_default=True, help="Rank of adapters.")
 @click.option(
     "--train-processes",
-    type=_POSITIVE,
+    type=POSITIVE,
     default=1,
     show_default=True,
     help="Data-parallel training workers (torchrun; one GPU each with --train-device cuda).",
@@ -289,11 +285,11 @@ def run(
 
 @cli.command()
 @click.argument("run_id")
-@click.option("--at", "at_iteration", type=_COUNT, required=True, help="Iteration to branch after.")
+@click.option("--at", "at_iteration", type=COUNT, required=True, help="Iteration to branch after.")
 @click.option("--name", default=None, help="Name of the new run (default: RUN-at-K).")
 @click.option("--mode", type=click.Choice(["h", "w", "w+h"]), default=None, help="New mode.")
-@click.option("--iterations", type=_COUNT, default=None, help="Iterations the branch may run.")
-@click.option("--batch-size", type=_POSITIVE, default=None, help="Items per rollout.")
+@click.option("--iterations", type=COUNT, default=None, help="Iterations the branch may run.")
+@click.option("--batch-size", type=POSITIVE, default=None, help="Items per rollout.")
 @click.option("--feedback-agent", type=click.Choice(AGENTS), default=None, help="New agent.")
 @pass_workspace
 def branch(

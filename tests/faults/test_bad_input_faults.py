@@ -455,6 +455,11 @@ BAD_OPTIONS: dict[str, tuple[tuple[str, ...], int, str]] = {
     "an unknown split": (("evaluate", "r1", "--split", "dev"), 2, "'--split': 'dev'"),
     "iterations not numbers": (("evaluate", "r1", "--iterations", "1,x"), 1, "numbers like"),
     "a watch interval of 0": (("status", "--watch", "--interval", "0"), 2, "'--interval'"),
+    "an experiment with batch size 0": (("experiment", "--batch-size", "0"), 2, "'--batch-"),
+    "an experiment of -1 iterations": (("experiment", "--iterations", "-1"), 2, "-1 is not"),
+    "an experiment with no wall time": (("experiment", "--wall-seconds", "0"), 2, "'--wall"),
+    "an experiment at temperature 9": (("experiment", "--rollout-temperature", "9"), 2, "9"),
+    "an experiment of rank 0": (("experiment", "--lora-rank", "0"), 2, "'--lora-rank': 0"),
     "an experiment mode that is not one": (
         ("experiment", "--modes", "h,x", "--seeds", "1"),
         1,

@@ -3,7 +3,7 @@ import subprocess
 import pytest
 
 from sia.audit import audit_run
-from sia.errors import EffectFailed, RunExists, RunNotResumable
+from sia.errors import EffectFailed, Interrupted, RunExists, RunNotResumable
 from sia.history import run_state
 from statemachine import events as ev
 from statemachine.replay import envelopes
@@ -157,3 +157,21 @@ def test_a_train_without_signal_abandons_the_iteration_and_the_run_goes_on(ws):
     assert abandoned.phases == ("PLAN", "ROLLOUT", "FEEDBACK", "TRAIN", "EVAL")
     assert state.iterations[ABANDONED_TRAIN + 1].accepted is not None  # the next one ran
     assert f"lora/r1/{ABANDONED_TRAIN}" not in ws.repo().adapter_tags("r1")
+
+
+def test_a_stop_whose_interrupt_was_lost_is_recorded_at_the_next_step(ws):
+    with ws.writer() as rec:
+
+        def stop_requested():
+            # A stop came during the first rollout, and its KeyboardInterrupt never surfaced.
+            events = [e.event for e in envelopes(rec.read("r1"))]
+            return "SIGTERM" if any(isinstance(e, ev.RolloutCompleted) for e in events) else None
+
+        orch = orchestrator(ws, rec, "h")
+        orch.stop_requested = stop_requested
+        with pytest.raises(Interrupted, match=r"^SIGTERM: stopped in ROLLOUT of iteration 1"):
+            orch.start("r1", config("h", 2))
+        events = [e.event for e in envelopes(rec.read("r1"))]
+        assert isinstance(events[-1], ev.RunInterrupted) and events[-1].signal == "SIGTERM"
+        assert isinstance(events[-2], ev.RolloutCompleted)  # the step in hand was finished
+        assert run_state(rec, "r1").status == "running"  # resumable
