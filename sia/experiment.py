@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -32,6 +30,7 @@ from harness_repo.repo import validate_run_id
 from ledger import Recorder
 from sia.config import RunConfig
 from sia.errors import SiaError
+from sia.files import write_atomic
 from sia.history import run_state
 from sia.orchestrator import Orchestrator, RunObserver
 from sia.workspace import Workspace
@@ -63,7 +62,6 @@ __all__ = [
     "report",
     "run_experiment",
     "run_id_for",
-    "write_atomic",
 ]
 
 #: Modes an experiment compares, in table order; ``base`` runs no iteration.
@@ -465,21 +463,6 @@ def experiment_paths(root: Path, name: str) -> dict[str, Path]:
     """Where an experiment's definition and report live: ``experiments/NAME.{json,md,svg}``."""
     folder = Path(root) / "experiments"
     return {ext: folder / f"{name}.{ext}" for ext in ("json", "md", "svg")}
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import pyarrow.parquet as pq
 
 from ledger import Recorder
 from ledger.records import EPISODE_PURPOSES, CallRow, EpisodeRow
+from sia.files import atomic_output
 from sia.history import iteration_records, run_state
 from sia.trajectories import read_trajectories
 from statemachine.errors import SiaError
@@ -376,30 +376,12 @@ def check_output(path: Path) -> None:
 
 @contextmanager
 def _atomic_output(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
-    """A new file beside ``path`` that replaces it on success and is removed on failure.
-
-    Beside it, not in a temp folder: ``os.replace`` is atomic only within one filesystem.
-    Created with mode 0666 less the umask, like any file a user writes.
-    """
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    """:func:`sia.files.atomic_output`, with a failure to write as one :class:`ExportError`."""
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
-    try:
-        mode = "wb" if binary else "w"
-        encoding = None if binary else "utf-8"
-        with open(fd, mode, encoding=encoding) as out:
+        with atomic_output(path, binary=binary) as out:
             yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
     except OSError as exc:
-        temp.unlink(missing_ok=True)
         raise ExportError(f"cannot write {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def _finite_or_null(row: dict[str, Any]) -> dict[str, Any]:

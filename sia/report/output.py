@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
+from sia.files import write_atomic
 from sia.report.data import ReportData, gather
 from sia.report.html import render
 from sia.workspace import Workspace
@@ -29,16 +28,5 @@ def write_report(ws: Workspace, run_id: str, out: Path | None = None) -> tuple[P
         data = gather(recorder, ws.repo(), run_id)
     page = render(data)
     path = out if out is not None else default_path(ws, run_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(page)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomic(path, page)
     return path, data
