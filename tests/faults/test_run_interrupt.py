@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -70,17 +71,32 @@ def _loss(ws, whole_ws) -> tuple[int, int]:
     return lost + missing, duplicates + doubled
 
 
+@pytest.fixture(scope="module")
+def whole_runs(tmp_path_factory, tiny_model_dir):
+    """The uninterrupted run of each mode, made once: what a stopped one must end up as."""
+    made: dict[str, Path] = {}
+
+    def whole(mode: str, common: list[str]) -> Path:
+        if mode not in made:
+            ws = tmp_path_factory.mktemp(f"whole-{mode}")
+            process = _sia(ws, *common, "--run-id", "r", "--quiet")
+            assert process.wait(timeout=600) == 0, process.stderr.read().decode()
+            made[mode] = ws
+        return made[mode]
+
+    return whole
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "phase", "signum"),
     [("h", "ROLLOUT", signal.SIGINT), ("w", "TRAIN", signal.SIGINT), ("h", "EVAL", signal.SIGTERM)],
 )
 def test_a_stopped_run_exits_130_and_resumes_to_the_same_result(
-    tmp_path, faults, tiny_model_dir, mode, phase, signum
+    tmp_path, faults, tiny_model_dir, whole_runs, mode, phase, signum
 ):
     common = [*_run_args(tiny_model_dir, mode), "--batch-size", "3", "--seed", "2"]
-    whole = _sia(tmp_path / "whole", *common, "--run-id", "r", "--quiet")
-    assert whole.wait(timeout=600) == 0, whole.stderr.read().decode()
+    whole = whole_runs(mode, common)
 
     ws = tmp_path / "ws"
     process = _sia(ws, *common, "--run-id", "r", "--quiet")
@@ -103,9 +119,9 @@ def test_a_stopped_run_exits_130_and_resumes_to_the_same_result(
     assert len(stops) == 1 and stops[0].signal == name and stops[0].iteration == 1
     resumed = _sia(ws, "resume", "r", "--quiet")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read().decode()
-    injection.account(*_loss(ws, tmp_path / "whole"))
+    injection.account(*_loss(ws, whole))
     assert (injection.lost, injection.duplicates) == (0, 0)
     state, shape, events = _structure(ws)
-    _, expected, _ = _structure(tmp_path / "whole")
+    _, expected, _ = _structure(whole)
     assert state.status == "done" and state.interruptions == 1
     assert shape == expected
