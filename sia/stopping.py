@@ -12,7 +12,7 @@ and two places turn that into a wrong ending for a run that was stopped cleanly:
   dropped, and the run goes on as if nothing had been asked.
 
 A signal that lands there is sent again to the main thread a moment later, until it lands
-somewhere safe. :attr:`StopSignals.received` also says that a stop was asked for, so a
+somewhere safe. :meth:`StopSignals.requested` also says that a stop was asked for, so a
 loop can check it between steps should an interrupt be swallowed anyway.
 """
 
@@ -35,21 +35,21 @@ class StopSignals:
     """SIGINT and SIGTERM handling for one command: see the module docstring."""
 
     def __init__(self) -> None:
-        #: The name of the first stop signal received ("SIGINT", "SIGTERM"), if any.
-        self.received: str | None = None
+        self._received: str | None = None
         self._closed = False
         self._retry: threading.Timer | None = None
         self._lock = threading.Lock()
 
     def requested(self) -> str | None:
-        return self.received
+        """The name of the first stop signal received ("SIGINT", "SIGTERM"), if any."""
+        return self._received
 
     def handle(self, signum: int, frame: FrameType | None) -> None:
         if self._closed:
             return
-        self.received = self.received or signal.Signals(signum).name
+        self._received = self._received or signal.Signals(signum).name
         if _safe(frame):
-            raise KeyboardInterrupt(self.received)
+            raise KeyboardInterrupt(self._received)
         with self._lock:
             if self._retry is None:
                 self._retry = threading.Timer(_RETRY_S, self._send_again, (signum,))

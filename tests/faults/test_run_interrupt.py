@@ -72,17 +72,18 @@ def _loss(ws, whole_ws) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def whole_runs(tmp_path_factory, tiny_model_dir):
-    """The uninterrupted run of each mode, made once: what a stopped one must end up as."""
-    made: dict[str, Path] = {}
+def whole_runs(tmp_path_factory):
+    """The uninterrupted run of each set of arguments, made once: what a stopped one must
+    end up as."""
+    made: dict[tuple[str, ...], Path] = {}
 
-    def whole(mode: str, common: list[str]) -> Path:
-        if mode not in made:
-            ws = tmp_path_factory.mktemp(f"whole-{mode}")
-            process = _sia(ws, *common, "--run-id", "r", "--quiet")
+    def whole(args: list[str]) -> Path:
+        if tuple(args) not in made:
+            ws = tmp_path_factory.mktemp("whole")
+            process = _sia(ws, *args, "--run-id", "r", "--quiet")
             assert process.wait(timeout=600) == 0, process.stderr.read().decode()
-            made[mode] = ws
-        return made[mode]
+            made[tuple(args)] = ws
+        return made[tuple(args)]
 
     return whole
 
@@ -96,7 +97,7 @@ def test_a_stopped_run_exits_130_and_resumes_to_the_same_result(
     tmp_path, faults, tiny_model_dir, whole_runs, mode, phase, signum
 ):
     common = [*_run_args(tiny_model_dir, mode), "--batch-size", "3", "--seed", "2"]
-    whole = whole_runs(mode, common)
+    whole = whole_runs(common)
 
     ws = tmp_path / "ws"
     process = _sia(ws, *common, "--run-id", "r", "--quiet")
